@@ -1,0 +1,46 @@
+# The front door: `make run` starts the gateway, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 4000
+CODEX_VERSION := 0.169.0
+
+.PHONY: run test test-fast lint demo bench soak codex-cli clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The real Codex CLI for end-to-end tests, installed once per checkout.
+.cache/codex/node_modules/.bin/codex:
+	npm install --silent --no-audit --no-fund --prefix .cache/codex @openai/codex@$(CODEX_VERSION)
+
+codex-cli: .cache/codex/node_modules/.bin/codex
+
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) pooler.asgi:application
+
+# On PostgreSQL when DATABASE_URL is set, else on the embedded SQLite.
+test: $(VENV)/.installed codex-cli
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not codex_cli and not browser" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+demo: $(VENV)/.installed codex-cli
+	$(PY) -m bench.demo --port $(PORT)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run
+
+soak: $(VENV)/.installed
+	$(PY) -m bench.soak
+
+clean:
+	rm -rf $(VENV) .cache *.sqlite3 test-artifacts

@@ -1,0 +1,213 @@
+"""Admin for pools, accounts, keys and logs. Secrets are never shown; new keys are shown once."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from . import audit
+from .importing import ImportError_, parse_auth_json, store_account
+from .models import (
+    AccountStatus,
+    AuditLog,
+    McpToken,
+    Pool,
+    PoolApiKey,
+    PoolMembership,
+    RequestLog,
+    SessionAffinity,
+    UpstreamAccount,
+)
+
+
+def actor_of(request) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Writes an AuditLog row for every add, change and delete made in the admin."""
+
+    def save_model(self, request, obj, form, change):
+        before = audit.snapshot(type(obj).objects.get(pk=obj.pk)) if change else None
+        super().save_model(request, obj, form, change)
+        audit.record(actor_of(request), "change" if change else "add", obj, before, audit.snapshot(obj))
+
+    def delete_model(self, request, obj):
+        audit.record(actor_of(request), "delete", obj, audit.snapshot(obj), None)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            audit.record(actor_of(request), "delete", obj, audit.snapshot(obj), None)
+        super().delete_queryset(request, queryset)
+
+
+class MembershipInline(admin.TabularInline):
+    model = PoolMembership
+    extra = 0
+    autocomplete_fields = ["account"]
+
+
+@admin.register(Pool)
+class PoolAdmin(AuditedAdmin):
+    list_display = ["name", "strategy", "session_migration", "enabled", "account_count", "created_at"]
+    list_filter = ["strategy", "enabled"]
+    search_fields = ["name"]
+    inlines = [MembershipInline]
+
+    @admin.display(description="accounts")
+    def account_count(self, pool):
+        return pool.memberships.count()
+
+
+class AccountForm(forms.ModelForm):
+    """Tokens are never shown; a pasted auth.json replaces them."""
+
+    auth_json = forms.CharField(
+        label="auth.json", required=False, widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off"}),
+        help_text="Paste the Codex CLI's auth.json (~/.codex/auth.json) to add or re-authorise the account.",
+    )
+    pool = forms.ModelChoiceField(Pool.objects.all(), required=False, help_text="Add the account to this pool.")
+
+    class Meta:
+        model = UpstreamAccount
+        exclude = ["access_token", "refresh_token", "id_token"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance.pk:
+            self.fields["auth_json"].required = True
+            self.fields["pool"].required = True
+            self.fields["label"].required = False
+
+    def clean_auth_json(self):
+        text = self.cleaned_data["auth_json"]
+        if not text.strip():
+            return None
+        try:
+            return parse_auth_json(text)
+        except ImportError_ as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+@admin.register(UpstreamAccount)
+class UpstreamAccountAdmin(AuditedAdmin):
+    form = AccountForm
+    list_display = [
+        "label", "status", "plan_type", "primary_used_percent", "secondary_used_percent", "cooldown_until",
+        "consecutive_failures", "last_error", "token_expires_at",
+    ]
+    list_filter = ["status", "plan_type"]
+    search_fields = ["label", "email", "chatgpt_account_id"]
+    readonly_fields = ["token_expires_at", "last_refresh_at", "quota_observed_at", "last_used_at", "created_at",
+                       "updated_at"]
+    actions = ["pause_accounts", "resume_accounts"]
+
+    def get_fields(self, request, obj=None):
+        # A new account comes only from credentials; its identity is read from the id token.
+        if obj is None:
+            return ["auth_json", "pool", "label", "base_url"]
+        return super().get_fields(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        tokens = form.cleaned_data.get("auth_json")
+        pool = form.cleaned_data.get("pool")
+        if tokens:
+            try:
+                account = store_account(tokens, pool or obj.memberships.first().pool, label=obj.label,
+                                        base_url=obj.base_url, actor=actor_of(request))
+            except (ImportError_, AttributeError) as exc:
+                self.message_user(request, f"auth.json not imported: {exc}", messages.ERROR)
+                return
+            obj.pk, obj.id = account.pk, account.pk
+            obj.refresh_from_db()
+            return
+        super().save_model(request, obj, form, change)
+        if pool:
+            PoolMembership.objects.get_or_create(pool=pool, account=obj)
+
+    def _set_status(self, request, queryset, status: str, action: str):
+        for account in queryset:
+            before = audit.snapshot(account)
+            account.status = status
+            account.save(update_fields=["status", "updated_at"])
+            audit.record(actor_of(request), action, account, before, audit.snapshot(account))
+        self.message_user(request, f"{action}: {queryset.count()} account(s)")
+
+    @admin.action(description="Pause selected accounts")
+    def pause_accounts(self, request, queryset):
+        self._set_status(request, queryset, AccountStatus.PAUSED, "pause_account")
+
+    @admin.action(description="Resume selected accounts")
+    def resume_accounts(self, request, queryset):
+        self._set_status(request, queryset, AccountStatus.ACTIVE, "resume_account")
+
+
+class SecretIssuingAdmin(AuditedAdmin):
+    """Keys and tokens: a new one is issued on add and its raw value shown once in a message."""
+
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change):
+        raw = None if change else obj.issue()
+        super().save_model(request, obj, form, change)
+        if raw:
+            self.message_user(request, f"New secret (shown once, copy it now): {raw}", messages.WARNING)
+
+    @admin.action(description="Revoke selected")
+    def revoke(self, request, queryset):
+        for obj in queryset.filter(revoked_at__isnull=True):
+            obj.revoked_at = timezone.now()
+            obj.save(update_fields=["revoked_at"])
+            audit.record(actor_of(request), "revoke", obj)
+        self.message_user(request, "revoked")
+
+
+@admin.register(PoolApiKey)
+class PoolApiKeyAdmin(SecretIssuingAdmin):
+    list_display = ["prefix", "name", "pool", "rpm", "tokens_per_day", "max_concurrent", "expires_at", "revoked_at",
+                    "last_used_at"]
+    list_filter = ["pool"]
+    search_fields = ["name", "prefix"]
+    fields = ["pool", "name", "prefix", "rpm", "tokens_per_day", "max_concurrent", "allowed_models", "expires_at",
+              "revoked_at", "created_at", "last_used_at"]
+
+
+@admin.register(McpToken)
+class McpTokenAdmin(SecretIssuingAdmin):
+    list_display = ["prefix", "name", "user", "can_write", "expires_at", "revoked_at", "last_used_at"]
+    fields = ["user", "name", "can_write", "prefix", "expires_at", "revoked_at", "created_at", "last_used_at"]
+
+
+@admin.register(SessionAffinity)
+class SessionAffinityAdmin(admin.ModelAdmin):
+    list_display = ["session_key_hash", "pool", "account", "previous_account", "move_reason", "moves", "expires_at"]
+    list_filter = ["pool", "move_reason"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "route", "transport", "pool", "api_key", "account", "model", "status_code",
+                    "outcome", "ttft_ms", "duration_ms", "total_tokens", "migrated_from"]
+    list_filter = ["created_at", "pool", "route", "status_code", "outcome", "model", "transport", "account",
+                   "api_key", "is_prewarm"]
+    search_fields = ["request_id", "model", "error_code"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor", "action", "object_type", "object_repr"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor", "object_repr"]

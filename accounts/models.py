@@ -1,0 +1,329 @@
+"""Pools, upstream accounts, keys, tokens and the metadata-only logs of what they did."""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from . import secrets
+from .crypto import EncryptedTextField
+
+
+class Strategy(models.TextChoices):
+    LEAST_USED = "least_used", "Least used (most quota headroom)"
+    ROUND_ROBIN = "round_robin", "Round robin"
+    FILL_FIRST = "fill_first", "Fill first (drain in priority order)"
+    WEIGHTED = "weighted", "Weighted by membership weight"
+
+
+class SessionMigration(models.TextChoices):
+    MIGRATE = "migrate", "Move the session to another account"
+    HOLD = "hold", "Hold the session on its account until reset"
+
+
+class Pool(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.LEAST_USED)
+    session_migration = models.CharField(
+        max_length=10, choices=SessionMigration.choices, default=SessionMigration.MIGRATE
+    )
+    sticky_ttl_seconds = models.PositiveIntegerField(default=3600)
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: every model.")
+    # Defaults for keys that leave a limit empty; rpm_limit caps the whole pool.
+    default_rpm = models.PositiveIntegerField(null=True, blank=True)
+    default_tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    default_max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Pool-wide requests per minute.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def allows_model(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+class AccountStatus(models.TextChoices):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REAUTH_REQUIRED = "reauth_required"
+    DISABLED = "disabled"
+
+
+class UpstreamAccount(models.Model):
+    label = models.CharField(max_length=100, unique=True)
+    chatgpt_account_id = models.CharField(max_length=200, db_index=True)
+    email = models.CharField(max_length=254, blank=True)
+    plan_type = models.CharField(max_length=40, blank=True)
+    access_token = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    id_token = EncryptedTextField(blank=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    last_refresh_at = models.DateTimeField(null=True, blank=True)
+    base_url = models.URLField(blank=True, help_text="Empty: POOLER_UPSTREAM_BASE_URL.")
+    status = models.CharField(max_length=20, choices=AccountStatus.choices, default=AccountStatus.ACTIVE)
+    model_slugs = models.JSONField(default=list, blank=True, help_text="Model slugs it serves; empty: any.")
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    reserve_percent = models.FloatField(
+        null=True, blank=True, help_text="Stop choosing it once a window is above this percent."
+    )
+    # Health.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    cooldown_reason = models.CharField(max_length=60, blank=True)
+    # Quota snapshot from response headers or wham/usage.
+    primary_used_percent = models.FloatField(null=True, blank=True)
+    primary_window_minutes = models.PositiveIntegerField(null=True, blank=True)
+    primary_resets_at = models.DateTimeField(null=True, blank=True)
+    secondary_used_percent = models.FloatField(null=True, blank=True)
+    secondary_window_minutes = models.PositiveIntegerField(null=True, blank=True)
+    secondary_resets_at = models.DateTimeField(null=True, blank=True)
+    quota_observed_at = models.DateTimeField(null=True, blank=True)
+    next_quota_poll_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def upstream_base_url(self) -> str:
+        return (self.base_url or settings.POOLER_UPSTREAM_BASE_URL).rstrip("/")
+
+    def window_used(self, now: datetime) -> tuple[float, float]:
+        """Primary and secondary used percent, counting a window whose reset has passed as empty."""
+        primary = self.primary_used_percent or 0.0
+        if self.primary_resets_at and self.primary_resets_at <= now:
+            primary = 0.0
+        secondary = self.secondary_used_percent or 0.0
+        if self.secondary_resets_at and self.secondary_resets_at <= now:
+            secondary = 0.0
+        return primary, secondary
+
+    def ineligibility(self, model: str | None, now: datetime) -> str | None:
+        """Why this account cannot take a turn now, or None when it can."""
+        if self.status != AccountStatus.ACTIVE:
+            return self.status
+        if self.cooldown_until and self.cooldown_until > now:
+            return f"cooldown:{self.cooldown_reason or 'error'}"
+        if model and self.model_slugs and model not in self.model_slugs:
+            return "model_unsupported"
+        primary, secondary = self.window_used(now)
+        limit = 100.0 if self.reserve_percent is None else self.reserve_percent
+        if primary >= limit or secondary >= limit:
+            return "quota_exhausted" if max(primary, secondary) >= 100.0 else "reserve_reached"
+        return None
+
+    def is_eligible(self, model: str | None, now: datetime) -> bool:
+        return self.ineligibility(model, now) is None
+
+    def available_at(self, now: datetime) -> datetime | None:
+        """When an account that is out of quota or cooling down could serve again."""
+        times = [t for t in (self.cooldown_until,) if t and t > now]
+        primary, secondary = self.window_used(now)
+        limit = 100.0 if self.reserve_percent is None else self.reserve_percent
+        if primary >= limit and self.primary_resets_at:
+            times.append(self.primary_resets_at)
+        if secondary >= limit and self.secondary_resets_at:
+            times.append(self.secondary_resets_at)
+        return max(times) if times else None
+
+    def token_needs_refresh(self, now: datetime) -> bool:
+        margin = timedelta(seconds=settings.POOLER_REFRESH_MARGIN_SECONDS)
+        return bool(self.refresh_token) and bool(self.token_expires_at) and self.token_expires_at - margin <= now
+
+
+class PoolMembership(models.Model):
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="memberships")
+    account = models.ForeignKey(UpstreamAccount, on_delete=models.CASCADE, related_name="memberships")
+    weight = models.PositiveIntegerField(default=1)
+    priority = models.IntegerField(default=0, help_text="fill_first drains lower numbers first.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        unique_together = [("pool", "account")]
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.account} in {self.pool}"
+
+
+class HashedSecret(models.Model):
+    """Fields and rules shared by Pool API keys and MCP tokens."""
+
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=20, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    SECRET_KIND = ""
+
+    class Meta:
+        abstract = True
+
+    def issue(self) -> str:
+        """Give this row a new secret and return the raw value (to show once)."""
+        raw, self.prefix, self.secret_hash = secrets.new_secret(self.SECRET_KIND)
+        return raw
+
+    def matches(self, raw: str) -> bool:
+        return secrets.matches(raw, self.secret_hash)
+
+    def is_usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    @classmethod
+    def lookup(cls, raw: str, queryset=None):
+        """The live row for a raw secret, or None (one indexed query, constant-time compare)."""
+        prefix = secrets.prefix_of(raw)
+        if not raw.startswith(cls.SECRET_KIND + "_"):
+            return None
+        row = (queryset if queryset is not None else cls.objects).filter(prefix=prefix).first()
+        if row is None or not row.matches(raw) or not row.is_usable(timezone.now()):
+            return None
+        return row
+
+
+class PoolApiKey(HashedSecret):
+    SECRET_KIND = "cpk"
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="api_keys")
+    rpm = models.PositiveIntegerField("requests per minute", null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    max_concurrent = models.PositiveIntegerField("concurrent streams", null=True, blank=True)
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: the pool's models.")
+
+    class Meta:
+        verbose_name = "Pool API key"
+
+    def __str__(self) -> str:
+        return f"{self.name or 'key'} ({self.prefix}…)"
+
+    def allows_model(self, model: str) -> bool:
+        return (not self.allowed_models or model in self.allowed_models) and self.pool.allows_model(model)
+
+    def limit(self, field: str) -> int | None:
+        """The key's own limit, else its pool's default."""
+        own = getattr(self, field)
+        return own if own is not None else getattr(self.pool, f"default_{field}")
+
+
+class McpToken(HashedSecret):
+    SECRET_KIND = "cpm"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mcp_tokens")
+    can_write = models.BooleanField(default=False, help_text="Allows pause/resume accounts and revoke keys.")
+
+    class Meta:
+        verbose_name = "MCP token"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.prefix}…)"
+
+
+class SessionAffinity(models.Model):
+    """Which account serves a Codex session (or prompt cache key) in a pool: shared by all processes."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE)
+    session_key_hash = models.CharField(max_length=64)
+    account = models.ForeignKey(UpstreamAccount, on_delete=models.CASCADE, related_name="+")
+    previous_account = models.ForeignKey(
+        UpstreamAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    move_reason = models.CharField(max_length=60, blank=True)
+    moved_at = models.DateTimeField(null=True, blank=True)
+    moves = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        unique_together = [("pool", "session_key_hash")]
+        verbose_name_plural = "session affinities"
+
+    def __str__(self) -> str:
+        return f"{self.session_key_hash[:12]} → {self.account_id}"
+
+
+class ConcurrencySlot(models.Model):
+    """One open stream of a key on an account; rows, so every process sees them."""
+
+    api_key = models.ForeignKey(PoolApiKey, on_delete=models.CASCADE, null=True, related_name="+")
+    account = models.ForeignKey(UpstreamAccount, on_delete=models.CASCADE, null=True, related_name="+")
+    request_id = models.CharField(max_length=64)
+    acquired_at = models.DateTimeField(auto_now_add=True)
+    # A slot left by a crashed process stops counting after this time.
+    expires_at = models.DateTimeField(db_index=True)
+
+
+class Admission(models.Model):
+    """One admitted request, for sliding-window requests-per-minute limits."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(PoolApiKey, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["api_key", "at"]), models.Index(fields=["pool", "at"])]
+
+
+class RequestLog(models.Model):
+    """Metadata of one turn. Never prompt or completion text."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    request_id = models.CharField(max_length=64, db_index=True)
+    pool = models.ForeignKey(Pool, on_delete=models.SET_NULL, null=True, blank=True)
+    api_key = models.ForeignKey(PoolApiKey, on_delete=models.SET_NULL, null=True, blank=True)
+    account = models.ForeignKey(UpstreamAccount, on_delete=models.SET_NULL, null=True, blank=True)
+    route = models.CharField(max_length=60)
+    transport = models.CharField(max_length=10, default="http")
+    model = models.CharField(max_length=100, blank=True)
+    status_code = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=30, blank=True, help_text="ok, client_closed, upstream_error, …")
+    error_code = models.CharField(max_length=60, blank=True)
+    attempts = models.JSONField(default=list, blank=True)
+    is_stream = models.BooleanField(default=True)
+    is_prewarm = models.BooleanField(default=False)
+    sticky = models.BooleanField(default=False)
+    migrated_from = models.ForeignKey(
+        UpstreamAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    migration_reason = models.CharField(max_length=60, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["api_key", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.route} {self.status_code} {self.request_id}"
+
+
+class AuditLog(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150, help_text="admin:USER, cli, mcp:USER or worker")
+    action = models.CharField(max_length=60)
+    object_type = models.CharField(max_length=60)
+    object_id = models.CharField(max_length=60, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.object_type} {self.object_repr}"

@@ -1,0 +1,155 @@
+"""Settings for Codex Pooler. Every knob is an environment variable with a safe default."""
+
+import os
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")  # optional; silently absent
+
+# Development-friendly by default; production sets DEBUG=false and a real SECRET_KEY.
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env("SECRET_KEY", default="dev-insecure-change-me" if DEBUG else environ.Env.NOTSET)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Port for `make run` and the demo.
+PORT = env.int("PORT", default=4000)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+    "proxy",
+    "mcp_endpoint",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "pooler.urls"
+ASGI_APPLICATION = "pooler.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# An embedded SQLite file unless DATABASE_URL names a server (PostgreSQL in production).
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'pooler.sqlite3'}")}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Tests run Daphne in a subprocess, so the test database must be a file both can open.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-pooler.sqlite3")}
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+else:
+    # Streaming views hold no transaction; keep connections for a short while to save round trips.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / ".cache" / "static"))
+
+# Production hardening follows DEBUG: `manage.py check --deploy` is clean with DEBUG=false.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=["security.W008"])
+
+
+def _encryption_keys() -> list[str]:
+    """Fernet keys: the first encrypts, all decrypt. In DEBUG a key file is generated once."""
+    keys = env.list("POOLER_ENCRYPTION_KEYS", default=[])
+    if keys:
+        return keys
+    if not DEBUG:
+        raise environ.ImproperlyConfigured("POOLER_ENCRYPTION_KEYS must be set when DEBUG is off")
+    key_file = Path(env("POOLER_DEV_KEY_FILE", default=str(BASE_DIR / ".dev-encryption-key")))
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(Fernet.generate_key().decode())
+    return [key_file.read_text().strip()]
+
+
+POOLER_ENCRYPTION_KEYS = _encryption_keys()
+# Where accounts' turns go unless an account overrides it (the simulator in tests).
+POOLER_UPSTREAM_BASE_URL = env("POOLER_UPSTREAM_BASE_URL", default="https://chatgpt.com/backend-api/codex")
+# ChatGPT's OAuth issuer: token refresh and login.
+POOLER_AUTH_BASE_URL = env("POOLER_AUTH_BASE_URL", default="https://auth.openai.com")
+# The Codex CLI's public OAuth client id.
+POOLER_OAUTH_CLIENT_ID = env("POOLER_OAUTH_CLIENT_ID", default="app_EMoamEEZ73f0CkXaXp7hrann")
+# Largest accepted request body, after decompression.
+POOLER_MAX_BODY_BYTES = env.int("POOLER_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+# Upstream attempts per turn (first try plus failovers) before the client gets an error.
+POOLER_MAX_ATTEMPTS = env.int("POOLER_MAX_ATTEMPTS", default=3)
+# Upstream timeouts in seconds: connect, and the wait for the first byte / between chunks.
+POOLER_CONNECT_TIMEOUT = env.float("POOLER_CONNECT_TIMEOUT", default=10.0)
+POOLER_READ_TIMEOUT = env.float("POOLER_READ_TIMEOUT", default=300.0)
+# Refresh an access token when it expires within this many seconds.
+POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
+# Session stickiness lifetime when the pool sets none.
+POOLER_STICKY_TTL_SECONDS = env.int("POOLER_STICKY_TTL_SECONDS", default=3600)
+# How long the merged model list of a pool is cached, in seconds.
+POOLER_MODELS_CACHE_SECONDS = env.int("POOLER_MODELS_CACHE_SECONDS", default=60)
+# RequestLog rows older than this many days are pruned by the worker.
+POOLER_LOG_RETENTION_DAYS = env.int("POOLER_LOG_RETENTION_DAYS", default=30)
+# Worker: seconds between quota polls of one account.
+POOLER_QUOTA_POLL_SECONDS = env.int("POOLER_QUOTA_POLL_SECONDS", default=300)
+# /metrics access: a bearer token and/or client networks (CIDR). Both empty = loopback only.
+POOLER_METRICS_TOKEN = env("POOLER_METRICS_TOKEN", default="")
+POOLER_METRICS_ALLOWED_NETWORKS = env.list("POOLER_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "pooler": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO"), "propagate": False},
+    },
+}

@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from proxy import health
+from proxy.errors import error_json
+
+urlpatterns = [
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("admin/", admin.site.urls),
+    path("", include("proxy.urls")),
+]
+
+
+def handler404(request, exception=None):
+    return error_json(f"Unknown route {request.method} {request.path}", 404, code="not_found")
+
+
+def handler500(request):
+    return error_json("The pooler hit an internal error.", 500, code="internal_error", type="server_error")

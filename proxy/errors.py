@@ -1,0 +1,73 @@
+"""The one shape of every error the pooler itself answers: OpenAI's error JSON."""
+
+from django.http import JsonResponse
+
+
+class PoolerError(Exception):
+    """An error meant for the client; raised deep, turned into a response in one place."""
+
+    status = 400
+    type = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 type: str | None = None, param: str | None = None, retry_after: int | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status or self.status
+        self.code = code or self.code
+        self.type = type or self.type
+        self.param = param
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+    def response_headers(self) -> dict:
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, int(self.retry_after)))
+        return headers
+
+
+class Unauthorized(PoolerError):
+    status, type, code = 401, "invalid_request_error", "invalid_api_key"
+
+
+class Forbidden(PoolerError):
+    status, type, code = 403, "permission_error", "model_not_allowed"
+
+
+class NotFound(PoolerError):
+    status, type, code = 404, "invalid_request_error", "not_found"
+
+
+class PayloadTooLarge(PoolerError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class RateLimited(PoolerError):
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class NoEligibleAccount(PoolerError):
+    status, type, code = 503, "server_error", "no_eligible_account"
+
+
+class UpstreamUnavailable(PoolerError):
+    status, type, code = 502, "server_error", "upstream_error"
+
+
+def error_response(error: PoolerError, request_id: str = "") -> JsonResponse:
+    response = JsonResponse(error.body(), status=error.status)
+    for name, value in error.response_headers().items():
+        response[name] = value
+    if request_id:
+        response["x-request-id"] = request_id
+    return response
+
+
+def error_json(message: str, status: int, *, code: str | None = None, type: str = "invalid_request_error"):
+    return error_response(PoolerError(message, status=status, code=code, type=type))

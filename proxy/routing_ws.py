@@ -1,0 +1,3 @@
+"""Websocket routes (Channels)."""
+
+websocket_urlpatterns = []
