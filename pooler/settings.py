@@ -71,7 +71,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     )
 else:
     # Streaming views hold no transaction; keep connections for a short while to save round trips.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -130,6 +131,8 @@ POOLER_MAX_ATTEMPTS = env.int("POOLER_MAX_ATTEMPTS", default=3)
 # Upstream timeouts in seconds: connect, and the wait for the first byte / between chunks.
 POOLER_CONNECT_TIMEOUT = env.float("POOLER_CONNECT_TIMEOUT", default=10.0)
 POOLER_READ_TIMEOUT = env.float("POOLER_READ_TIMEOUT", default=300.0)
+# Longest wait for the first byte of a turn before trying another account.
+POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0)
 # Refresh an access token when it expires within this many seconds.
 POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
 # Session stickiness lifetime when the pool sets none.

@@ -1,3 +1,7 @@
 """Websocket routes (Channels)."""
 
-websocket_urlpatterns = []
+from django.urls import path
+
+from .consumers import ResponsesConsumer
+
+websocket_urlpatterns = [path("backend-api/codex/responses", ResponsesConsumer.as_asgi())]

@@ -1,7 +1,111 @@
-"""Runtime views: /backend-api/codex/* and /v1/*."""
+"""Runtime views for the Codex backend routes: thin orchestration over auth, turns and accounting."""
 
-from .errors import NotFound, error_response
+import asyncio
+import functools
+import logging
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .accounting import Turn
+from .auth import authenticate
+from .body import decode_body, parse_json_object, require_model
+from .errors import NotFound, PoolerError, error_response
+from .models_list import pool_models
+from .routing import sticky_key
+from .turns import HttpTurn, encode, new_request_id
+
+log = logging.getLogger("pooler.views")
+
+
+def runtime_view(methods: tuple[str, ...]):
+    """Async view guard: method check, Pool API key, and every PoolerError as an OpenAI-shaped error."""
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapper(request, *args, **kwargs):
+            request_id = new_request_id()
+            try:
+                if request.method not in methods:
+                    raise PoolerError(f"Method {request.method} not allowed here.", status=405,
+                                      code="method_not_allowed")
+                key = await authenticate(request.headers)
+                return await view(request, key, request_id, *args, **kwargs)
+            except PoolerError as error:
+                return error_response(error, request_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("unhandled error in %s (request %s)", request.path, request_id)
+                return error_response(PoolerError("The pooler hit an internal error.", status=500,
+                                                  code="internal_error", type="server_error"), request_id)
+
+        wrapper.csrf_exempt = True
+        return wrapper
+
+    return decorate
+
+
+def read_json(request) -> dict:
+    data = decode_body(request.body, request.headers.get("content-encoding", ""))
+    return parse_json_object(data)
+
+
+def _client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@runtime_view(("POST",))
+async def responses(request, key, request_id):
+    """POST /backend-api/codex/responses: one streamed Codex turn."""
+    body = read_json(request)
+    turn = Turn(request_id=request_id, route="codex.responses", key=key, model=require_model(body),
+                client_ip=_client_ip(request), is_stream=body.get("stream") is not False)
+    proxied = HttpTurn(request, turn, key, path="/responses")
+    opened = await proxied.open(encode(body), sticky_key(request.headers, body), "application/json")
+    if not isinstance(opened, tuple):
+        return opened
+    return proxied.stream(*opened)
+
+
+@runtime_view(("POST",))
+async def compact(request, key, request_id):
+    """POST /backend-api/codex/responses/compact: the compacted history, passed through untouched."""
+    body = read_json(request)
+    turn = Turn(request_id=request_id, route="codex.compact", key=key, model=require_model(body),
+                client_ip=_client_ip(request), is_stream=False)
+    proxied = HttpTurn(request, turn, key, path="/responses/compact")
+    opened = await proxied.open(encode(body), sticky_key(request.headers, body), "application/json")
+    if not isinstance(opened, tuple):
+        return opened
+    return await proxied.read_all(*opened)
+
+
+@runtime_view(("GET",))
+async def models(request, key, request_id):
+    """GET /backend-api/codex/models: the pool's models, filtered by what the pool and key allow."""
+    listing = await pool_models(key, request.GET.get("client_version", ""), request.headers)
+    return JsonResponse({"models": listing}, headers={"x-request-id": request_id})
+
+
+@runtime_view(("POST",))
+async def realtime_calls(request, key, request_id):
+    """POST /backend-api/codex/realtime/calls: SDP offer in, SDP answer out, nothing translated."""
+    if len(request.body) > settings.POOLER_MAX_BODY_BYTES:
+        return error_response(PoolerError("SDP offer too large.", status=413, code="request_too_large"))
+    turn = Turn(request_id=request_id, route="codex.realtime_calls", key=key, model="", is_stream=False,
+                client_ip=_client_ip(request))
+    query = f"?{request.GET.urlencode()}" if request.GET else ""
+    proxied = HttpTurn(request, turn, key, path="/realtime/calls" + query)
+    opened = await proxied.open(request.body, sticky_key(request.headers, {}),
+                                request.headers.get("content-type", "application/sdp"))
+    if not isinstance(opened, tuple):
+        return opened
+    return await proxied.read_all(*opened)
 
 
 async def unknown_route(request):
     return error_response(NotFound(f"Unknown route {request.method} {request.path}"))
+

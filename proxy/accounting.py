@@ -1,0 +1,131 @@
+"""After a turn: the RequestLog row, the account's quota snapshot and health, the session pin, the slot."""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import AccountStatus, PoolApiKey, RequestLog, UpstreamAccount
+
+from . import limits, quota, routing
+from .sse import usage_counts
+from .upstream import UpstreamFailure
+
+log = logging.getLogger("pooler.requests")
+
+# Short, growing cooldowns for transient failures: 5 s, 10 s, 20 s … capped at 5 minutes.
+_BASE_COOLDOWN, _MAX_COOLDOWN = 5, 300
+
+
+@dataclass
+class Turn:
+    """Everything known about one turn while it runs; written once at its end."""
+
+    request_id: str
+    route: str
+    key: PoolApiKey | None = None
+    transport: str = "http"
+    model: str = ""
+    is_stream: bool = True
+    is_prewarm: bool = False
+    client_ip: str | None = None
+    slot_id: int | None = None
+    plan: routing.Plan | None = None
+    account: UpstreamAccount | None = None
+    attempts: list = field(default_factory=list)
+    status_code: int = 0
+    outcome: str = ""
+    error_code: str = ""
+    usage: dict | None = None
+    quota: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    first_byte_at: float | None = None
+    finished: bool = False
+
+    def attempt(self, account: UpstreamAccount, outcome: str, status: int = 0) -> None:
+        self.attempts.append({"account": account.label, "account_id": account.id, "outcome": outcome,
+                              "status": status, "ms": int((time.monotonic() - self.started) * 1000)})
+
+
+def _cooldown_seconds(account: UpstreamAccount, failure: UpstreamFailure) -> float:
+    if failure.retry_after is not None and failure.retry_after > 0:
+        return failure.retry_after
+    return min(_MAX_COOLDOWN, _BASE_COOLDOWN * 2 ** max(account.consecutive_failures, 0))
+
+
+def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
+    """Cool an account down after it failed a turn before the first byte, so the next choice avoids it."""
+    now = timezone.now()
+    fields = {"last_error": failure.summary()[:300], "last_error_at": now}
+    if failure.usage_limit:
+        reset = now + timedelta(seconds=max(failure.retry_after or 60, 1))
+        fields.update(cooldown_until=reset, cooldown_reason="usage_limit_reached")
+        # The window is spent: say so in the snapshot, so routing skips it even after the cooldown row is cleared.
+        fields.update(primary_used_percent=100.0, primary_resets_at=reset)
+    elif failure.status == 401:
+        fields.update(status=AccountStatus.REAUTH_REQUIRED)
+    elif failure.kind in ("connect", "timeout", "closed") or failure.status >= 500 or failure.status == 429:
+        seconds = _cooldown_seconds(account, failure)
+        fields.update(cooldown_until=now + timedelta(seconds=seconds),
+                      cooldown_reason=failure.code or failure.kind if failure.status != 429 else "rate_limited")
+        fields["consecutive_failures"] = F("consecutive_failures") + 1
+    UpstreamAccount.objects.filter(pk=account.pk).update(**fields)
+    log.warning("account %s failed a turn before its first byte: %s", account.label, failure.summary())
+
+
+def _write(turn: Turn) -> None:
+    now = timezone.now()
+    duration_ms = int((time.monotonic() - turn.started) * 1000)
+    ttft_ms = int((turn.first_byte_at - turn.started) * 1000) if turn.first_byte_at else None
+    key, plan, account = turn.key, turn.plan, turn.account
+    with transaction.atomic():
+        RequestLog.objects.create(
+            created_at=now, request_id=turn.request_id, pool=key.pool if key else None, api_key=key,
+            account=account, route=turn.route, transport=turn.transport, model=turn.model[:100],
+            status_code=turn.status_code, outcome=turn.outcome, error_code=turn.error_code[:60],
+            attempts=turn.attempts, is_stream=turn.is_stream, is_prewarm=turn.is_prewarm,
+            sticky=bool(plan and plan.sticky and account and plan.accounts and plan.accounts[0].id == account.id),
+            migrated_from=plan.migrated_from if plan and account else None,
+            migration_reason=plan.migration_reason if plan and account else "",
+            ttft_ms=ttft_ms, duration_ms=duration_ms, client_ip=turn.client_ip, **usage_counts(turn.usage),
+        )
+        limits.release(turn.slot_id)
+        if account is not None and turn.first_byte_at:
+            updates = {"last_used_at": now, **turn.quota}
+            if turn.outcome == "ok":
+                updates["consecutive_failures"] = 0
+            if turn.quota:
+                updates["quota_observed_at"] = now
+            UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
+            if plan is not None and turn.outcome in ("ok", "client_closed"):
+                routing.remember_session(plan, key.pool, account, now)
+        if key is not None:
+            PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    log.info(
+        "turn",
+        extra={"request_id": turn.request_id, "pool": key.pool.name if key else None,
+               "key_prefix": key.prefix if key else None, "account": account.label if account else None,
+               "route": turn.route, "status": turn.status_code, "outcome": turn.outcome,
+               "ttft_ms": ttft_ms, "duration_ms": duration_ms},
+    )
+
+
+def observe_quota(turn: Turn, headers) -> None:
+    turn.quota.update(quota.from_headers(headers, timezone.now()))
+
+
+_write_async = sync_to_async(_write)
+
+
+async def finish(turn: Turn) -> None:
+    """Write the turn once; safe to call from a cancelled stream (the write is shielded)."""
+    if turn.finished:
+        return
+    turn.finished = True
+    await asyncio.shield(_write_async(turn))

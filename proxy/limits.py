@@ -1,0 +1,89 @@
+"""Key and pool limits, enforced atomically in the database so N processes act as one."""
+
+import math
+from datetime import datetime, time, timedelta
+
+from django.db import transaction
+from django.db.models import Min, Sum
+from django.utils import timezone
+
+from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog
+
+from .errors import RateLimited
+
+# A slot whose process died stops counting after this long (streams are rarely longer).
+SLOT_LIFETIME = timedelta(hours=2)
+WINDOW = timedelta(minutes=1)
+
+
+def _rpm_wait(filter_kwargs: dict, limit: int, now: datetime) -> float | None:
+    """Seconds until a requests-per-minute window has room, or None when it has room now."""
+    recent = Admission.objects.filter(at__gt=now - WINDOW, **filter_kwargs)
+    if recent.count() < limit:
+        return None
+    oldest = recent.aggregate(oldest=Min("at"))["oldest"]
+    return (oldest + WINDOW - now).total_seconds()
+
+
+def _tokens_wait(key: PoolApiKey, limit: int, now: datetime) -> float | None:
+    day_start = datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
+    spent = RequestLog.objects.filter(api_key=key, created_at__gte=day_start).aggregate(n=Sum("total_tokens"))["n"]
+    if (spent or 0) < limit:
+        return None
+    return (day_start + timedelta(days=1) - now).total_seconds()
+
+
+def _refuse(limit_name: str, detail: str, wait: float) -> RateLimited:
+    seconds = max(1, math.ceil(wait))
+    return RateLimited(f"Rate limit reached: {detail}. Try again in {seconds} seconds.",
+                       code=limit_name, retry_after=seconds)
+
+
+def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int:
+    """Admit one turn of `key` or raise RateLimited naming the limit; returns the concurrency slot id.
+
+    The key's row (and the pool's, for a pool-wide cap) is locked while counting, so concurrent
+    admissions in any process are serialized and never overshoot a limit.
+    """
+    now = now or timezone.now()
+    pool = key.pool
+    rpm, tokens_per_day, max_concurrent = key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent")
+    if not (rpm or tokens_per_day or max_concurrent or pool.rpm_limit):
+        return ConcurrencySlot.objects.create(api_key=key, request_id=request_id, expires_at=now + SLOT_LIFETIME).id
+    with transaction.atomic():
+        if pool.rpm_limit:
+            Pool.objects.select_for_update().filter(pk=pool.pk).values_list("pk").get()
+        PoolApiKey.objects.select_for_update().filter(pk=key.pk).values_list("pk").get()
+        if rpm and (wait := _rpm_wait({"api_key": key}, rpm, now)) is not None:
+            raise _refuse("key_rpm_limit", f"{rpm} requests per minute for this key", wait)
+        if pool.rpm_limit and (wait := _rpm_wait({"pool": pool}, pool.rpm_limit, now)) is not None:
+            raise _refuse("pool_rpm_limit", f"{pool.rpm_limit} requests per minute for this pool", wait)
+        if tokens_per_day and (wait := _tokens_wait(key, tokens_per_day, now)) is not None:
+            raise _refuse("key_tokens_per_day_limit", f"{tokens_per_day} tokens per day for this key", wait)
+        if max_concurrent:
+            open_now = ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count()
+            if open_now >= max_concurrent:
+                raise _refuse("key_concurrency_limit", f"{max_concurrent} concurrent streams for this key", 1)
+        if rpm or pool.rpm_limit:
+            Admission.objects.create(pool=pool, api_key=key, at=now)
+        return ConcurrencySlot.objects.create(api_key=key, request_id=request_id, expires_at=now + SLOT_LIFETIME).id
+
+
+def release(slot_id: int | None) -> None:
+    if slot_id:
+        ConcurrencySlot.objects.filter(pk=slot_id).delete()
+
+
+def key_usage(key: PoolApiKey, now: datetime | None = None) -> dict:
+    """Current usage of a key against its limits (admin, MCP)."""
+    now = now or timezone.now()
+    day_start = datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
+    return {
+        "requests_last_minute": Admission.objects.filter(api_key=key, at__gt=now - WINDOW).count(),
+        "tokens_today": RequestLog.objects.filter(api_key=key, created_at__gte=day_start)
+        .aggregate(n=Sum("total_tokens"))["n"] or 0,
+        "open_streams": ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count(),
+        "rpm": key.limit("rpm"),
+        "tokens_per_day": key.limit("tokens_per_day"),
+        "max_concurrent": key.limit("max_concurrent"),
+    }

@@ -1,0 +1,61 @@
+"""The model list of a pool: the union of its accounts' lists, filtered by pool and key, cached briefly."""
+
+import asyncio
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from accounts.models import PoolApiKey, PoolMembership, UpstreamAccount
+
+from .errors import UpstreamUnavailable
+from .turns import fresh_account
+from .upstream import UpstreamFailure, client, upstream_headers
+
+# Asking a few accounts is enough: accounts of one pool rarely differ in models, and each ask costs a call.
+_ACCOUNTS_ASKED = 3
+
+
+def _active_accounts(pool_id: int) -> list[UpstreamAccount]:
+    now = timezone.now()
+    members = PoolMembership.objects.filter(pool_id=pool_id, enabled=True).select_related("account")
+    return [m.account for m in members if m.account.status == "active" and not
+            (m.account.cooldown_until and m.account.cooldown_until > now)][:_ACCOUNTS_ASKED]
+
+
+async def _account_models(account: UpstreamAccount, client_version: str, headers) -> list[dict]:
+    try:
+        account = await fresh_account(account)
+        response = await client().get(
+            account.upstream_base_url + "/models", params={"client_version": client_version} if client_version else None,
+            headers=upstream_headers(headers, account), timeout=15,
+        )
+    except (httpx.HTTPError, UpstreamFailure):
+        return []
+    if response.status_code != 200:
+        return []
+    try:
+        models = response.json().get("models", [])
+    except ValueError:
+        return []
+    return [m for m in models if isinstance(m, dict) and isinstance(m.get("slug"), str)]
+
+
+async def pool_models(key: PoolApiKey, client_version: str, headers) -> list[dict]:
+    cache_key = f"pool-models:{key.pool_id}:{client_version}"
+    merged = cache.get(cache_key)
+    if merged is None:
+        accounts = await sync_to_async(_active_accounts)(key.pool_id)
+        lists = await asyncio.gather(*(_account_models(a, client_version, headers) for a in accounts))
+        if accounts and not any(lists):
+            raise UpstreamUnavailable("No account of this pool could list its models.")
+        merged, seen = [], set()
+        for listing in lists:
+            for model in listing:
+                if model["slug"] not in seen:
+                    seen.add(model["slug"])
+                    merged.append(model)
+        cache.set(cache_key, merged, settings.POOLER_MODELS_CACHE_SECONDS)
+    return [m for m in merged if key.allows_model(m["slug"])]

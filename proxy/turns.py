@@ -1,0 +1,242 @@
+"""One turn over HTTP: admit, choose, forward with failover before the first byte, stream, account."""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from django.utils import timezone
+
+from accounts.models import PoolApiKey, UpstreamAccount
+
+from . import limits, routing
+from .accounting import Turn, finish, mark_failure, observe_quota
+from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, error_response
+from .sse import SseWatcher
+from .tokens import RefreshFailed, refresh_account_async
+from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
+
+_admit = sync_to_async(limits.admit)
+_plan = sync_to_async(routing.plan_turn)
+_mark_failure = sync_to_async(mark_failure)
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_model(key: PoolApiKey, model: str) -> None:
+    if not key.allows_model(model):
+        raise Forbidden(f"Model {model!r} is not allowed for this key or pool.", param="model")
+
+
+async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Plan:
+    """Admission and account choice; a refusal is accounted (no upstream attempt) and raised."""
+    try:
+        if turn.model:
+            check_model(key, turn.model)
+        turn.slot_id = await _admit(key, turn.request_id)
+        turn.plan = await _plan(key.pool, turn.model, session)
+        return turn.plan
+    except PoolerError as error:
+        turn.status_code, turn.outcome, turn.error_code = error.status, "rejected", error.code or ""
+        await finish(turn)
+        raise
+
+
+async def fresh_account(account: UpstreamAccount) -> UpstreamAccount:
+    """The account with a usable access token, refreshing it first when it is about to expire."""
+    if account.token_needs_refresh(timezone.now()):
+        try:
+            return await refresh_account_async(account.id)
+        except RefreshFailed as failure:
+            raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+    return account
+
+
+async def _send(account: UpstreamAccount, method: str, path: str, headers, content: bytes,
+                content_type: str | None) -> httpx.Response:
+    request = client().build_request(
+        method, account.upstream_base_url + path,
+        headers=upstream_headers(headers, account, content_type=content_type), content=content,
+    )
+    try:
+        return await client().send(request, stream=True)
+    except httpx.TimeoutException:
+        raise UpstreamFailure("timeout", message="upstream timed out before answering") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamFailure("connect", message=type(exc).__name__) from None
+
+
+async def open_upstream(account: UpstreamAccount, method: str, path: str, headers, content: bytes,
+                        content_type: str | None = None) -> tuple[UpstreamAccount, httpx.Response, bytes]:
+    """Send a request and wait for its first body chunk; every failure before that is an UpstreamFailure."""
+    account = await fresh_account(account)
+    response = await _send(account, method, path, headers, content, content_type)
+    if response.status_code == 401:
+        # An unexpired token can still be revoked: refresh once and replay once before giving up on it.
+        await response.aclose()
+        try:
+            account = await refresh_account_async(account.id, seen_access_token=account.access_token)
+        except RefreshFailed as failure:
+            raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+        response = await _send(account, method, path, headers, content, content_type)
+    if response.status_code >= 400:
+        body = b""
+        try:
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        finally:
+            await response.aclose()
+        raise failure_from_response(response.status_code, response.headers, body)
+    chunks = response.aiter_raw()
+    try:
+        first = await asyncio.wait_for(anext(chunks), settings.POOLER_FIRST_BYTE_TIMEOUT)
+    except (TimeoutError, httpx.TimeoutException):
+        await response.aclose()
+        raise UpstreamFailure("timeout", message="no first byte in time") from None
+    except (StopAsyncIteration, httpx.HTTPError):
+        await response.aclose()
+        raise UpstreamFailure("closed", message="upstream closed before the first byte") from None
+    return account, response, first
+
+
+def final_error(failures: list[UpstreamFailure]) -> PoolerError:
+    """What the client hears when every attempt failed before the first byte."""
+    if failures and all(f.status == 429 for f in failures):
+        waits = [f.retry_after for f in failures if f.retry_after]
+        limited = next((f for f in failures if f.usage_limit), failures[-1])
+        return RateLimited(limited.message or "Every account in the pool is rate limited.",
+                           code=limited.code or "rate_limit_exceeded",
+                           type="usage_limit_reached" if limited.usage_limit else "rate_limit_error",
+                           retry_after=int(min(waits)) + 1 if waits else 30)
+    if failures and failures[-1].kind == "timeout":
+        return UpstreamUnavailable("The upstream did not answer in time.", status=504, code="upstream_timeout")
+    return UpstreamUnavailable("No upstream account could serve this request.", code="upstream_error")
+
+
+class HttpTurn:
+    """Runs one proxied request with failover; used by the backend routes and the /v1 surface."""
+
+    def __init__(self, request, turn: Turn, key: PoolApiKey, *, path: str, method: str = "POST"):
+        self.request, self.turn, self.key, self.path, self.method = request, turn, key, path, method
+
+    async def open(self, content: bytes, session: str | None, content_type: str | None = None,
+                   rewrite=None) -> tuple[httpx.Response, bytes] | HttpResponse:
+        """The upstream response with its first chunk, or a finished error response for the client.
+
+        `rewrite(account, plan)` may give per-account content (session migration).
+        """
+        turn = self.turn
+        try:
+            plan = await begin(turn, self.key, session)
+        except PoolerError as error:
+            return error_response(error, turn.request_id)
+        failures: list[UpstreamFailure] = []
+        for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
+            body = rewrite(account, plan) if rewrite else content
+            try:
+                account, response, first = await open_upstream(
+                    account, self.method, self.path, self.request.headers, body, content_type
+                )
+            except UpstreamFailure as failure:
+                turn.attempt(account, failure.summary(), failure.status)
+                if failure.client_fault:
+                    return await self._pass_through(account, failure)
+                await _mark_failure(account, failure)
+                failures.append(failure)
+                continue
+            turn.attempt(account, "ok", response.status_code)
+            turn.account, turn.status_code = account, response.status_code
+            turn.first_byte_at = time.monotonic()
+            observe_quota(turn, response.headers)
+            return response, first
+        error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
+        turn.status_code, turn.outcome, turn.error_code = error.status, "upstream_error", error.code or ""
+        await finish(turn)
+        return error_response(error, turn.request_id)
+
+    async def _pass_through(self, account: UpstreamAccount, failure: UpstreamFailure) -> HttpResponse:
+        """A 4xx that is the client's fault goes back as the backend said it, with no penalty."""
+        turn = self.turn
+        turn.account, turn.status_code, turn.outcome, turn.error_code = account, failure.status, "client_error", \
+            failure.code
+        await finish(turn)
+        response = HttpResponse(failure.body, status=failure.status,
+                                content_type=(failure.headers or {}).get("content-type", "application/json"))
+        response["x-request-id"] = turn.request_id
+        return response
+
+    def stream(self, response: httpx.Response, first: bytes, on_event=None) -> StreamingHttpResponse:
+        """Relay the upstream body chunk by chunk as it arrives."""
+        out = StreamingHttpResponse(self.relay(response, first), status=response.status_code,
+                                    content_type=response.headers.get("content-type", "text/event-stream"))
+        for name, value in client_headers(response.headers).items():
+            if name.lower() != "content-type":
+                out[name] = value
+        out["x-request-id"] = self.turn.request_id
+        out["Cache-Control"] = "no-cache"
+        out["X-Accel-Buffering"] = "no"
+        return out
+
+    async def relay(self, response: httpx.Response, first: bytes) -> AsyncIterator[bytes]:
+        turn, watcher = self.turn, SseWatcher()
+        turn.outcome = "client_closed"  # until the stream is seen to the end
+        try:
+            watcher.feed(first)
+            yield first
+            async for chunk in response.aiter_raw():
+                watcher.feed(chunk)
+                yield chunk
+            turn.outcome = _stream_outcome(watcher)
+        except httpx.HTTPError:
+            # After the first byte nothing is retried: the client sees the cut and retries by itself.
+            turn.outcome = "upstream_cut"
+        finally:
+            turn.usage, turn.error_code = watcher.usage, watcher.error_code or turn.error_code
+            await response.aclose()
+            await finish(turn)
+
+    async def read_all(self, response: httpx.Response, first: bytes) -> HttpResponse:
+        """A non-streamed answer (compact, realtime calls): read it whole, pass it back as it is."""
+        turn, body = self.turn, bytearray(first)
+        try:
+            async for chunk in response.aiter_raw():
+                body += chunk
+            turn.outcome = "ok"
+        except httpx.HTTPError:
+            turn.outcome, turn.status_code = "upstream_cut", 502
+            await finish(turn)
+            return error_response(UpstreamUnavailable("The upstream connection broke."), turn.request_id)
+        finally:
+            await response.aclose()
+        await finish(turn)
+        out = HttpResponse(bytes(body), status=response.status_code,
+                           content_type=response.headers.get("content-type", "application/json"))
+        for name, value in client_headers(response.headers).items():
+            if name.lower() != "content-type":
+                out[name] = value
+        out["x-request-id"] = turn.request_id
+        return out
+
+
+def _stream_outcome(watcher: SseWatcher) -> str:
+    if watcher.terminal == "response.completed":
+        return "ok"
+    if watcher.terminal or watcher.error_code:
+        return "upstream_error"
+    return "upstream_cut"
+
+
+def encode(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,107 @@
+"""Talking to the Codex backend: one shared pooled httpx client, header rewriting, error classes."""
+
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+from django.conf import settings
+
+from accounts.models import UpstreamAccount
+
+# Never forwarded upstream: the client's credentials, hop-by-hop headers, and what httpx sets itself.
+_DROP_REQUEST_HEADERS = {
+    "authorization", "cookie", "host", "content-length", "content-encoding", "transfer-encoding", "connection",
+    "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "upgrade", "chatgpt-account-id",
+    "accept-encoding", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
+    "x-request-id",
+}
+# Never passed back to the client.
+_DROP_RESPONSE_HEADERS = {
+    "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "set-cookie", "server",
+    "date", "x-request-id", "alt-svc", "strict-transport-security",
+}
+
+_client: httpx.AsyncClient | None = None
+
+
+def client() -> httpx.AsyncClient:
+    """The process-wide client: pooled keep-alive connections to the backend."""
+    global _client
+    if _client is None:
+        _client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.POOLER_READ_TIMEOUT, connect=settings.POOLER_CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
+            follow_redirects=False,
+        )
+    return _client
+
+
+def upstream_headers(client_headers, account: UpstreamAccount, *, content_type: str | None = None) -> dict:
+    """The client's Codex headers with the account's credentials in place of the client's key."""
+    headers = {
+        name.lower(): value for name, value in client_headers.items() if name.lower() not in _DROP_REQUEST_HEADERS
+    }
+    headers["authorization"] = f"Bearer {account.access_token}"
+    headers["chatgpt-account-id"] = account.chatgpt_account_id
+    headers["accept-encoding"] = "identity"
+    if content_type:
+        headers["content-type"] = content_type
+    return headers
+
+
+def client_headers(upstream: httpx.Headers) -> dict:
+    """The upstream response headers a client may see (quota headers included: the CLI shows them)."""
+    return {name: value for name, value in upstream.items() if name.lower() not in _DROP_RESPONSE_HEADERS}
+
+
+@dataclass
+class UpstreamFailure(Exception):
+    """The upstream refused or failed a turn before its first byte."""
+
+    kind: str  # connect, timeout, status, closed
+    status: int = 0
+    code: str = ""
+    message: str = ""
+    retry_after: float | None = None  # seconds until the account may serve again
+    body: bytes = b""
+    headers: dict | None = None
+
+    @property
+    def usage_limit(self) -> bool:
+        return self.code == "usage_limit_reached"
+
+    @property
+    def client_fault(self) -> bool:
+        """4xx other than auth and rate limits: the client's request is wrong; no failover."""
+        return 400 <= self.status < 500 and self.status not in (401, 403, 408, 429)
+
+    def summary(self) -> str:
+        return f"{self.kind} {self.status or ''} {self.code}".strip()
+
+
+def failure_from_response(status: int, headers: httpx.Headers | dict, body: bytes) -> UpstreamFailure:
+    """Classify an error answer of the backend (HTTP status or websocket error frame)."""
+    code, message, retry_after = "", "", None
+    try:
+        payload = json.loads(body or b"{}")
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or error.get("type") or "")
+            message = str(error.get("message") or "")[:300]
+            if error.get("resets_in_seconds") is not None:
+                retry_after = float(error["resets_in_seconds"])
+            elif error.get("resets_at") is not None:
+                retry_after = float(error["resets_at"]) - time.time()
+        elif isinstance(error, str):
+            code = error
+    except (ValueError, TypeError):
+        pass
+    header_retry = (headers or {}).get("retry-after")
+    if retry_after is None and header_retry:
+        try:
+            retry_after = float(header_retry)
+        except ValueError:
+            retry_after = None
+    return UpstreamFailure("status", status, code, message, retry_after, body, dict(headers or {}))
