@@ -45,10 +45,8 @@ class _TurnState:
 
     def __init__(self, turn: Turn):
         self.turn = turn
-        self.usage = None
-        self.terminal = None
+        self.usage = self.response = self.terminal = self.error = self.rate_limits = None
         self.error_code = ""
-        self.rate_limits = None
 
 
 class ResponsesConsumer(AsyncWebsocketConsumer):

@@ -1,41 +1,61 @@
-"""Watching an SSE stream go by: find the events that carry usage and the end of a turn, alter nothing."""
+"""Server-sent events: watch a stream go by without altering it, and parse it where we translate it."""
 
 import json
+from collections.abc import Iterator
 
-# Only these events are parsed; every other event passes through untouched and unparsed.
+# The watcher parses only these events; every other event passes through untouched and unparsed.
 _WATCHED = (b"response.completed", b"response.failed", b"response.incomplete", b'"error"', b"codex.rate_limits")
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 
 
-class SseWatcher:
-    """Fed raw chunks in order; remembers usage, the terminal event and errors."""
+class SseParser:
+    """Splits a byte stream into events; keeps an incomplete event until its end arrives."""
 
     def __init__(self):
         self._pending = b""
+
+    def blocks(self, chunk: bytes) -> list[bytes]:
+        data = self._pending + chunk
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        blocks = data.split(b"\n\n")
+        self._pending = blocks.pop()
+        return [block for block in blocks if block.strip()]
+
+    def events(self, chunk: bytes) -> Iterator[dict]:
+        for block in self.blocks(chunk):
+            event = parse_block(block)
+            if event is not None:
+                yield event
+
+
+def parse_block(block: bytes) -> dict | None:
+    payload = b"\n".join(line[5:].lstrip() for line in block.split(b"\n") if line.startswith(b"data:"))
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+class SseWatcher:
+    """Fed raw chunks in order; remembers usage, the final response, the terminal event and errors."""
+
+    def __init__(self):
+        self._parser = SseParser()
         self.events = 0
         self.usage: dict | None = None
+        self.response: dict | None = None
         self.terminal: str | None = None
+        self.error: dict | None = None
         self.error_code: str = ""
         self.rate_limits: dict | None = None
 
     def feed(self, chunk: bytes) -> None:
-        data = self._pending + chunk
-        blocks = data.replace(b"\r\n", b"\n").split(b"\n\n")
-        self._pending = blocks.pop()
-        for block in blocks:
-            if block.strip():
-                self.events += 1
-                if any(marker in block for marker in _WATCHED):
-                    self._inspect(block)
-
-    def _inspect(self, block: bytes) -> None:
-        payload = b"".join(line[5:].lstrip() for line in block.split(b"\n") if line.startswith(b"data:"))
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            return
-        if isinstance(event, dict):
-            observe_event(self, event)
+        for block in self._parser.blocks(chunk):
+            self.events += 1
+            if any(marker in block for marker in _WATCHED) and (event := parse_block(block)) is not None:
+                observe_event(self, event)
 
 
 def observe_event(watcher, event: dict) -> None:
@@ -44,14 +64,16 @@ def observe_event(watcher, event: dict) -> None:
     if kind in TERMINAL:
         watcher.terminal = kind
         response = event.get("response") or {}
+        watcher.response = response
         if isinstance(response.get("usage"), dict):
             watcher.usage = response["usage"]
         error = response.get("error")
         if isinstance(error, dict):
-            watcher.error_code = str(error.get("code") or "")
+            watcher.error, watcher.error_code = error, str(error.get("code") or "")
     elif kind == "error":
-        error = event.get("error") or {}
-        watcher.error_code = str(error.get("code") or error.get("type") or "error") if isinstance(error, dict) else "error"
+        error = event.get("error") if isinstance(event.get("error"), dict) else event
+        watcher.error = error
+        watcher.error_code = str(error.get("code") or error.get("type") or "error")
     elif kind == "codex.rate_limits":
         watcher.rate_limits = event
 
@@ -70,3 +92,8 @@ def usage_counts(usage: dict | None) -> dict:
         "reasoning_tokens": number((usage.get("output_tokens_details") or {}).get("reasoning_tokens")),
         "total_tokens": number(usage.get("total_tokens")),
     }
+
+
+def encode_event(data: dict, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"

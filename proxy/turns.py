@@ -177,10 +177,11 @@ class HttpTurn:
         response["x-request-id"] = turn.request_id
         return response
 
-    def stream(self, response: httpx.Response, first: bytes, on_event=None) -> StreamingHttpResponse:
-        """Relay the upstream body chunk by chunk as it arrives."""
-        out = StreamingHttpResponse(self.relay(response, first), status=response.status_code,
-                                    content_type=response.headers.get("content-type", "text/event-stream"))
+    def stream(self, response: httpx.Response, first: bytes, translator=None) -> StreamingHttpResponse:
+        """Relay the upstream body chunk by chunk as it arrives (through `translator` for /v1 chat)."""
+        content_type = response.headers.get("content-type", "text/event-stream")
+        out = StreamingHttpResponse(self.relay(response, first, translator), status=response.status_code,
+                                    content_type=content_type)
         for name, value in client_headers(response.headers).items():
             if name.lower() != "content-type":
                 out[name] = value
@@ -189,16 +190,20 @@ class HttpTurn:
         out["X-Accel-Buffering"] = "no"
         return out
 
-    async def relay(self, response: httpx.Response, first: bytes) -> AsyncIterator[bytes]:
+    async def relay(self, response: httpx.Response, first: bytes, translator=None) -> AsyncIterator[bytes]:
         turn, watcher = self.turn, SseWatcher()
         turn.outcome = "client_closed"  # until the stream is seen to the end
         try:
             watcher.feed(first)
-            yield first
+            if out := translator.feed(first) if translator else first:
+                yield out
             async for chunk in response.aiter_raw():
                 watcher.feed(chunk)
-                yield chunk
+                if out := translator.feed(chunk) if translator else chunk:
+                    yield out
             turn.outcome = _stream_outcome(watcher)
+            if translator:
+                yield translator.finish(watcher)
         except httpx.HTTPError:
             # After the first byte nothing is retried: the client sees the cut and retries by itself.
             turn.outcome = "upstream_cut"
@@ -206,6 +211,22 @@ class HttpTurn:
             turn.usage, turn.error_code = watcher.usage, watcher.error_code or turn.error_code
             await response.aclose()
             await finish(turn)
+
+    async def collect(self, response: httpx.Response, first: bytes) -> SseWatcher:
+        """Read a whole stream (for clients that asked for one JSON answer) and account it."""
+        turn, watcher = self.turn, SseWatcher()
+        try:
+            watcher.feed(first)
+            async for chunk in response.aiter_raw():
+                watcher.feed(chunk)
+            turn.outcome = _stream_outcome(watcher)
+        except httpx.HTTPError:
+            turn.outcome = "upstream_cut"
+        finally:
+            turn.usage, turn.error_code = watcher.usage, watcher.error_code or turn.error_code
+            await response.aclose()
+            await finish(turn)
+        return watcher
 
     async def read_all(self, response: httpx.Response, first: bytes) -> HttpResponse:
         """A non-streamed answer (compact, realtime calls): read it whole, pass it back as it is."""
