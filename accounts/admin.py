@@ -100,7 +100,7 @@ class UpstreamAccountAdmin(AuditedAdmin):
     search_fields = ["label", "email", "chatgpt_account_id"]
     readonly_fields = ["token_expires_at", "last_refresh_at", "quota_observed_at", "last_used_at", "created_at",
                        "updated_at"]
-    actions = ["pause_accounts", "resume_accounts"]
+    actions = ["pause_accounts", "resume_accounts", "refresh_tokens", "poll_quotas", "send_test_turns"]
 
     def get_fields(self, request, obj=None):
         # A new account comes only from credentials; its identity is read from the id token.
@@ -140,6 +140,41 @@ class UpstreamAccountAdmin(AuditedAdmin):
     @admin.action(description="Resume selected accounts")
     def resume_accounts(self, request, queryset):
         self._set_status(request, queryset, AccountStatus.ACTIVE, "resume_account")
+
+    def _run_each(self, request, queryset, action: str, job) -> None:
+        """Run `job(account)` for each account, audit it and report a one-line verdict per account."""
+        for account in queryset:
+            try:
+                verdict = job(account)
+            except Exception as exc:  # noqa: BLE001 - any failure is reported to the operator, not raised
+                verdict = f"failed: {getattr(exc, 'reason', None) or type(exc).__name__}"
+            audit.record(actor_of(request), action, account, None, {"result": verdict})
+            self.message_user(request, f"{account.label}: {action} {verdict}",
+                              messages.ERROR if str(verdict).startswith(("failed", "HTTP")) else messages.SUCCESS)
+
+    @admin.action(description="Refresh access token now")
+    def refresh_tokens(self, request, queryset):
+        from proxy.tokens import refresh_account
+
+        self._run_each(request, queryset, "refresh_token",
+                       lambda a: "ok" if refresh_account(a.pk, actor=actor_of(request), force=True) else "")
+
+    @admin.action(description="Poll quota now")
+    def poll_quotas(self, request, queryset):
+        from proxy.quota_poll import poll_quota
+
+        def poll(account):
+            fields = poll_quota(account)
+            return f"primary {fields.get('primary_used_percent', '?')}%, secondary " \
+                   f"{fields.get('secondary_used_percent', '?')}%"
+
+        self._run_each(request, queryset, "poll_quota", poll)
+
+    @admin.action(description="Send a test turn")
+    def send_test_turns(self, request, queryset):
+        from proxy.probe import send_test_turn
+
+        self._run_each(request, queryset, "test_turn", send_test_turn)
 
 
 class SecretIssuingAdmin(AuditedAdmin):

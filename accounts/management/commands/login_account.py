@@ -1,0 +1,77 @@
+"""Log a ChatGPT account in with the Codex CLI's OAuth PKCE flow and add it to a pool."""
+
+import queue
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from accounts.importing import ImportError_, store_account
+from accounts.oauth import LoginFailed, PkceLogin
+
+from ._base import BaseCommand, CommandError, get_pool
+
+_DONE_PAGE = b"<html><body><h1>Codex Pooler</h1><p>Login received. You can close this tab.</p></body></html>"
+
+
+def _callback_server(port: int, redirects: queue.Queue) -> HTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            if not self.path.startswith("/auth/callback"):
+                self.send_error(404)
+                return
+            redirects.put(f"http://localhost:{port}{self.path}")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(_DONE_PAGE)
+
+        def log_message(self, *args):  # keep codes out of the terminal
+            pass
+
+    return HTTPServer(("127.0.0.1", port), Handler)
+
+
+def _read_pasted(redirects: queue.Queue) -> None:
+    for line in sys.stdin:
+        if "code=" in line or "error=" in line:
+            redirects.put(line.strip())
+            return
+
+
+class Command(BaseCommand):
+    help = "Log in a ChatGPT account (OAuth PKCE, like `codex login`) and add it to a pool."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--pool", required=True)
+        parser.add_argument("--label", default="")
+        parser.add_argument("--base-url", default="", help="upstream base URL (default: the real backend)")
+        parser.add_argument("--callback-port", type=int, default=1455, help="local port of the redirect")
+        parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the login")
+
+    def handle(self, *args, pool, label, base_url, callback_port, timeout, **options):
+        pool = get_pool(pool)
+        login = PkceLogin(redirect_uri=f"http://localhost:{callback_port}/auth/callback")
+        redirects: queue.Queue = queue.Queue()
+        try:
+            server = _callback_server(callback_port, redirects)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on localhost:{callback_port}: {exc.strerror}") from None
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=_read_pasted, args=(redirects,), daemon=True).start()
+        self.stdout.write("Open this URL in a browser and log in to ChatGPT:")
+        self.stdout.write(login.authorize_url())
+        self.stdout.write("If the browser cannot reach this machine, paste the URL it was redirected to here.")
+        self.stdout.flush()
+        try:
+            redirect = redirects.get(timeout=timeout)
+        except queue.Empty:
+            raise CommandError(f"no login within {timeout:.0f} seconds; run login_account again") from None
+        finally:
+            server.shutdown()
+        try:
+            tokens = login.exchange(login.code_from_redirect(redirect))
+            account = store_account(tokens, pool, label=label, base_url=base_url)
+        except (LoginFailed, ImportError_) as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"logged in {account.label} ({account.chatgpt_account_id}, {account.plan_type or '?'}) "
+                          f"into pool {pool.name}")
