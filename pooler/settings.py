@@ -150,9 +150,17 @@ POOLER_METRICS_ALLOWED_NETWORKS = env.list("POOLER_METRICS_ALLOWED_NETWORKS", de
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "pooler.logs.RequestLineFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "json": {"class": "logging.StreamHandler", "formatter": "json"},
+    },
     "loggers": {
         "pooler": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO"), "propagate": False},
+        # One JSON line per request; never secrets or prompt text (only the fields accounting passes).
+        "pooler.requests": {"handlers": ["json"], "level": env("LOG_LEVEL", default="INFO"), "propagate": False},
     },
 }

@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from proxy import health
+from proxy.metrics import metrics_view
 from proxy.errors import error_json
 
 urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
+    path("metrics", metrics_view),
     path("admin/", admin.site.urls),
     path("", include("proxy.urls")),
 ]

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import AccountStatus, PoolApiKey, RequestLog, UpstreamAccount
 
-from . import limits, quota, routing
+from . import limits, metrics, quota, routing
 from .sse import usage_counts
 from .upstream import UpstreamFailure
 
@@ -128,4 +128,6 @@ async def finish(turn: Turn) -> None:
     if turn.finished:
         return
     turn.finished = True
+    metrics.observe_turn(turn)
+    metrics.DURATION.observe(time.monotonic() - turn.started)
     await asyncio.shield(_write_async(turn))

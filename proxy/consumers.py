@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from . import limits, routing
+from . import limits, metrics, routing
 from .accounting import Turn, finish, mark_failure
 from .auth import authenticate
 from .errors import PoolerError, UpstreamUnavailable
@@ -69,6 +69,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         client = self.scope.get("client") or [None]
         self.client_ip = client[0]
         await self.accept()
+        self.counted = True
+        metrics.OPEN_WEBSOCKETS.inc()
 
     async def receive(self, text_data=None, bytes_data=None):
         if text_data is None:
@@ -246,6 +248,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             await upstream.close()
 
     async def disconnect(self, code):
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.OPEN_WEBSOCKETS.dec()
         if self.relay_task and not self.relay_task.done():
             self.relay_task.cancel()
             try:

@@ -12,6 +12,8 @@ from django.utils import timezone
 from accounts import audit, jwt_claims
 from accounts.models import AccountStatus, UpstreamAccount
 
+from . import metrics
+
 log = logging.getLogger("pooler.tokens")
 
 # Refresh errors that mean the refresh token is dead: the operator must log the account in again.
@@ -86,9 +88,11 @@ def refresh_account(account_id: int, *, seen_access_token: str | None = None, ac
             account.last_refresh_at = now
             account.save(update_fields=["access_token", "refresh_token", "id_token", "token_expires_at",
                                         "last_refresh_at", "updated_at"])
+            metrics.TOKEN_REFRESHES.labels("ok").inc()
             log.info("refreshed token of account %s", account.label)
             return account
     except RefreshFailed as failure:
+        metrics.TOKEN_REFRESHES.labels("dead" if failure.dead else "failed").inc()
         if failure.dead:
             _mark_reauth_required(account_id, failure.reason, actor)
         raise

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import PoolApiKey, UpstreamAccount
 
-from . import limits, routing
+from . import limits, metrics, routing
 from .accounting import Turn, finish, mark_failure, observe_quota
 from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, error_response
 from .sse import SseWatcher
@@ -193,6 +193,7 @@ class HttpTurn:
     async def relay(self, response: httpx.Response, first: bytes, translator=None) -> AsyncIterator[bytes]:
         turn, watcher = self.turn, SseWatcher()
         turn.outcome = "client_closed"  # until the stream is seen to the end
+        metrics.OPEN_STREAMS.inc()
         try:
             watcher.feed(first)
             if out := translator.feed(first) if translator else first:
@@ -208,6 +209,7 @@ class HttpTurn:
             # After the first byte nothing is retried: the client sees the cut and retries by itself.
             turn.outcome = "upstream_cut"
         finally:
+            metrics.OPEN_STREAMS.dec()
             turn.usage, turn.error_code = watcher.usage, watcher.error_code or turn.error_code
             await response.aclose()
             await finish(turn)

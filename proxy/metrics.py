@@ -1,0 +1,87 @@
+"""Prometheus metrics: traffic counters updated on the way, account gauges read from the database at scrape."""
+
+import ipaddress
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse
+from django.utils import timezone
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, REGISTRY
+
+from accounts.models import PoolMembership
+
+from .auth import bearer_token
+from .errors import Unauthorized, error_response
+
+REQUESTS = Counter("pooler_requests", "Turns and requests answered", ["route", "status", "pool"])
+ATTEMPTS = Counter("pooler_upstream_attempts", "Upstream attempts by outcome", ["outcome"])
+FAILOVERS = Counter("pooler_failovers", "Turns that moved to another account before the first byte")
+TTFT = Histogram("pooler_ttft_seconds", "Time to the first upstream byte",
+                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+DURATION = Histogram("pooler_turn_duration_seconds", "Whole turn duration",
+                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+OPEN_STREAMS = Gauge("pooler_open_streams", "SSE streams being relayed now")
+OPEN_WEBSOCKETS = Gauge("pooler_open_websockets", "Client websockets open now")
+TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])
+
+
+class _AccountCollector:
+    """Eligibility and quota of every account in every pool, read at scrape time."""
+
+    def describe(self):
+        # Named up front so registering does not query the database at import.
+        yield GaugeMetricFamily("pooler_account_eligible", "", labels=["pool", "account"])
+        yield GaugeMetricFamily("pooler_account_quota_used_percent", "", labels=["account", "window"])
+
+    def collect(self):
+        now = timezone.now()
+        eligible = GaugeMetricFamily("pooler_account_eligible", "1 when the account can take a turn now",
+                                     labels=["pool", "account"])
+        used = GaugeMetricFamily("pooler_account_quota_used_percent", "Quota window used",
+                                 labels=["account", "window"])
+        seen = set()
+        for member in PoolMembership.objects.select_related("pool", "account"):
+            account = member.account
+            eligible.add_metric([member.pool.name, account.label],
+                                float(member.enabled and account.is_eligible(None, now)))
+            if account.id not in seen:
+                seen.add(account.id)
+                primary, secondary = account.window_used(now)
+                used.add_metric([account.label, "primary"], primary)
+                used.add_metric([account.label, "secondary"], secondary)
+        yield eligible
+        yield used
+
+
+REGISTRY.register(_AccountCollector())
+
+
+def observe_turn(turn) -> None:
+    pool = turn.key.pool.name if turn.key else ""
+    REQUESTS.labels(turn.route, str(turn.status_code), pool).inc()
+    for attempt in turn.attempts:
+        ATTEMPTS.labels(attempt["outcome"].split(" ")[0]).inc()
+    if len(turn.attempts) > 1 and turn.first_byte_at:
+        FAILOVERS.inc()
+    if turn.first_byte_at:
+        TTFT.observe(turn.first_byte_at - turn.started)
+
+
+def _allowed(request) -> bool:
+    token = settings.POOLER_METRICS_TOKEN
+    if token and bearer_token(request.headers) == token:
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.POOLER_METRICS_ALLOWED_NETWORKS)
+
+
+async def metrics_view(request):
+    if not _allowed(request):
+        return error_response(Unauthorized("Metrics need the metrics token or an allowed network.",
+                                           code="metrics_forbidden"))
+    body = await sync_to_async(generate_latest)(REGISTRY)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
