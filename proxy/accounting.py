@@ -39,6 +39,8 @@ class Turn:
     plan: routing.Plan | None = None
     account: UpstreamAccount | None = None
     attempts: list = field(default_factory=list)
+    migrated_from: UpstreamAccount | None = None
+    migration_reason: str = ""
     status_code: int = 0
     outcome: str = ""
     error_code: str = ""
@@ -47,6 +49,14 @@ class Turn:
     started: float = field(default_factory=time.monotonic)
     first_byte_at: float | None = None
     finished: bool = False
+
+    def note_migration(self, account: UpstreamAccount, failures: list) -> None:
+        """Record a move when the turn is served by an account other than the session's owner."""
+        owner = self.plan.owner if self.plan else None
+        if owner is not None and owner.id != account.id:
+            self.migrated_from = owner
+            self.migration_reason = self.plan.owner_unavailable or (failures[0].code or failures[0].kind
+                                                                    if failures else "owner_unavailable")
 
     def attempt(self, account: UpstreamAccount, outcome: str, status: int = 0) -> None:
         self.attempts.append({"account": account.label, "account_id": account.id, "outcome": outcome,
@@ -90,9 +100,8 @@ def _write(turn: Turn) -> None:
             account=account, route=turn.route, transport=turn.transport, model=turn.model[:100],
             status_code=turn.status_code, outcome=turn.outcome, error_code=turn.error_code[:60],
             attempts=turn.attempts, is_stream=turn.is_stream, is_prewarm=turn.is_prewarm,
-            sticky=bool(plan and plan.sticky and account and plan.accounts and plan.accounts[0].id == account.id),
-            migrated_from=plan.migrated_from if plan and account else None,
-            migration_reason=plan.migration_reason if plan and account else "",
+            sticky=bool(plan and plan.owner and account and plan.owner.id == account.id),
+            migrated_from=turn.migrated_from, migration_reason=turn.migration_reason[:60],
             ttft_ms=ttft_ms, duration_ms=duration_ms, client_ip=turn.client_ip, **usage_counts(turn.usage),
         )
         limits.release(turn.slot_id)
@@ -104,7 +113,7 @@ def _write(turn: Turn) -> None:
                 updates["quota_observed_at"] = now
             UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
             if plan is not None and turn.outcome in ("ok", "client_closed"):
-                routing.remember_session(plan, key.pool, account, now)
+                routing.remember_session(plan, key.pool, account, turn.migration_reason, now)
         if key is not None:
             PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     log.info(

@@ -1,8 +1,9 @@
 """The backend websocket: one upstream websocket per client connection, frames relayed both ways.
 
 Each `response.create` is a turn with the same admission, routing, failover and accounting as the
-HTTP route. The account is chosen on the first turn and kept for the connection; a turn that fails
-before its first upstream event may move the connection to another account.
+HTTP route. The account is chosen on the first turn and kept for the connection. A turn that fails
+before its first upstream event may move the connection to another account: the turn is then re-sent
+with the full history the client would send over HTTP, minus what only the old account can read.
 """
 
 import asyncio
@@ -16,7 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from . import limits, metrics, routing
+from . import limits, metrics, migration, routing
 from .accounting import Turn, finish, mark_failure
 from .auth import authenticate
 from .errors import PoolerError, UpstreamUnavailable
@@ -28,12 +29,15 @@ from .upstream import UpstreamFailure, failure_from_response, upstream_headers
 
 log = logging.getLogger("pooler.websocket")
 _admit = sync_to_async(limits.admit)
+_plan = sync_to_async(routing.plan_turn)
 _mark_failure = sync_to_async(mark_failure)
+_held_error = sync_to_async(routing.held_error)
 
 
 def _ws_url(account) -> str:
     base = account.upstream_base_url
-    return ("wss://" + base[8:] if base.startswith("https://") else "ws://" + base.removeprefix("http://")) + "/responses"
+    scheme, _, rest = base.partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/responses"
 
 
 def error_frame(error: PoolerError) -> str:
@@ -41,10 +45,10 @@ def error_frame(error: PoolerError) -> str:
 
 
 class _TurnState:
-    """Per-turn bookkeeping the relay task and the accounting share."""
+    """What the relay sees of one turn: usage, terminal event, errors, the final response."""
 
-    def __init__(self, turn: Turn):
-        self.turn = turn
+    def __init__(self, turn: Turn, full_input: list):
+        self.turn, self.full_input = turn, full_input
         self.usage = self.response = self.terminal = self.error = self.rate_limits = None
         self.error_code = ""
 
@@ -52,12 +56,14 @@ class _TurnState:
 class ResponsesConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in self.scope["headers"]}
-        self.upstream = None
-        self.account = None
-        self.plan = None
-        self.handshake_quota = {}
-        self.relay_task: asyncio.Task | None = None
-        self.current: _TurnState | None = None
+        self.upstream = self.account = self.plan = self.relay_task = None
+        self.handshake_quota: dict = {}
+        # The conversation as the client would send it over HTTP, kept in memory only, to re-send it whole
+        # when the connection moves to another account (previous_response_id does not travel).
+        self.history: list = []
+        self.history_account_id: int | None = None
+        self.last_response_id: str | None = None
+        self.counted = False
         try:
             self.key = await authenticate(self.headers)
         except PoolerError as error:
@@ -66,8 +72,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             log.info("websocket refused: %s", error.message)
             await self.close()
             return
-        client = self.scope.get("client") or [None]
-        self.client_ip = client[0]
+        self.client_ip = (self.scope.get("client") or [None])[0]
         await self.accept()
         self.counted = True
         metrics.OPEN_WEBSOCKETS.inc()
@@ -88,6 +93,36 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             await self.relay_task  # one turn at a time on a connection, as the backend requires
         await self._turn(text_data, frame)
 
+    def _full_input(self, frame: dict) -> list:
+        items = frame.get("input") if isinstance(frame.get("input"), list) else []
+        if frame.get("previous_response_id") and frame["previous_response_id"] == self.last_response_id:
+            return self.history + items
+        return items
+
+    def _frame_for(self, account, text: str, frame: dict, full_input: list, fresh_connection: bool) -> str:
+        """The client's frame as it must reach `account`: untouched on the connection that knows the chain."""
+        if not fresh_connection:
+            return text
+        whole = {k: v for k, v in frame.items() if k != "previous_response_id"}
+        whole["input"] = full_input
+        if self.history_account_id is not None and self.history_account_id != account.id:
+            whole = migration.strip_account_bound(whole)
+        return json.dumps(whole)
+
+    async def _admit_turn(self, turn: Turn, session: str | None) -> list:
+        """Admission for this turn; the candidate accounts (the connection's own account when it has one)."""
+        if not turn.model:
+            raise PoolerError("Missing required parameter: 'model'.", code="missing_required_parameter",
+                              param="model")
+        if self.account is None:
+            plan = await begin(turn, self.key, session)
+            return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
+        check_model(self.key, turn.model)
+        turn.slot_id = await _admit(self.key, turn.request_id)
+        turn.plan = routing.Plan(accounts=[self.account], session_hash=self.plan.session_hash if self.plan else None,
+                                 owner=self.account, hold=bool(self.plan and self.plan.hold))
+        return [self.account]
+
     async def _turn(self, text: str, frame: dict) -> None:
         model = frame.get("model")
         turn = Turn(request_id=new_request_id(), route="codex.responses", key=self.key, transport="websocket",
@@ -95,64 +130,98 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
                     client_ip=self.client_ip)
         session = routing.sticky_key(self.headers, frame)
         try:
-            if not turn.model:
-                raise PoolerError("Missing required parameter: 'model'.", code="missing_required_parameter",
-                                  param="model")
-            if self.account is None:
-                plan = await begin(turn, self.key, session)
-                candidates = plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
-            else:
-                check_model(self.key, turn.model)
-                turn.slot_id = await _admit(self.key, turn.request_id)
-                turn.plan = self.plan
-                candidates = [self.account]
+            candidates = await self._admit_turn(turn, session)
         except PoolerError as error:
             if not turn.finished:
                 turn.status_code, turn.outcome, turn.error_code = error.status, "rejected", error.code or ""
                 await finish(turn)
             await self.send(text_data=error_frame(error))
             return
-        state = _TurnState(turn)
+        if self.history_account_id is None and turn.plan.owner is not None:
+            self.history_account_id = turn.plan.owner.id  # a resumed session: its history is the owner's
+        state = _TurnState(turn, self._full_input(frame))
         failures: list[UpstreamFailure] = []
-        for account in candidates:
+        tried: set[int] = set()
+        index = 0
+        while index < len(candidates) and len(tried) < settings.POOLER_MAX_ATTEMPTS:
+            account, index = candidates[index], index + 1
+            tried.add(account.id)
             try:
-                first = await self._attempt(account, text)
+                first = await self._attempt(account, text, frame, state.full_input)
             except UpstreamFailure as failure:
                 turn.attempt(account, failure.summary(), failure.status)
                 if failure.client_fault:
-                    turn.account, turn.status_code, turn.outcome = account, failure.status, "client_error"
-                    turn.error_code = failure.code
-                    await finish(turn)
-                    await self.send(text_data=failure.body.decode(errors="replace"))
+                    await self._pass_through(turn, account, failure)
                     return
                 await _mark_failure(account, failure)
                 failures.append(failure)
                 await self._close_upstream()
+                if turn.plan.hold and turn.plan.owner and turn.plan.owner.id == account.id:
+                    error = await _held_error(account, failure.code or failure.kind)
+                    return await self._refuse(turn, error)
+                if index >= len(candidates):
+                    candidates += await self._more_candidates(turn, session, tried)
                 continue
-            turn.attempt(self.account, "ok", 200)
-            turn.account, turn.status_code, turn.first_byte_at = self.account, 200, time.monotonic()
-            if turn.plan is not None:
-                self.plan = turn.plan
-            else:
-                turn.plan = self.plan
-            self.current = state
-            self._observe(state, first)
-            await self.send(text_data=first)
-            if state.terminal:
-                await self._end_turn(state, "ok" if state.terminal == "response.completed" else "upstream_error")
-            else:
-                self.relay_task = asyncio.create_task(self._relay(state))
+            await self._started(state, account, first, failures)
             return
         error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
+        await self._refuse(turn, error)
+
+    async def _more_candidates(self, turn: Turn, session: str | None, tried: set[int]) -> list:
+        """After the connection's account failed a later turn: the pool's other eligible accounts."""
+        try:
+            plan = await _plan(self.key.pool, turn.model, session)
+        except PoolerError:
+            return []
+        return [a for a in plan.accounts if a.id not in tried]
+
+    async def _started(self, state: _TurnState, account, first: str, failures: list) -> None:
+        turn = state.turn
+        turn.attempt(account, "ok", 200)
+        turn.account, turn.status_code, turn.first_byte_at = account, 200, time.monotonic()
+        turn.note_migration(account, failures)
+        if self.plan is None:
+            self.plan = turn.plan
+        self._observe(state, first)
+        await self.send(text_data=first)
+        if state.terminal:
+            await self._end_turn(state, "ok" if state.terminal == "response.completed" else "upstream_error")
+        else:
+            self.relay_task = asyncio.create_task(self._relay(state))
+
+    async def _pass_through(self, turn: Turn, account, failure: UpstreamFailure) -> None:
+        """A 4xx that is the client's fault reaches the client as the backend sent it; no penalty."""
+        turn.account, turn.status_code, turn.outcome, turn.error_code = account, failure.status, "client_error", \
+            failure.code
+        await finish(turn)
+        await self.send(text_data=failure.body.decode(errors="replace"))
+
+    async def _refuse(self, turn: Turn, error: PoolerError) -> None:
         turn.status_code, turn.outcome, turn.error_code = error.status, "upstream_error", error.code or ""
         await finish(turn)
         await self.send(text_data=error_frame(error))
 
-    async def _attempt(self, account, text: str) -> str:
+    async def _attempt(self, account, text: str, frame: dict, full_input: list) -> str:
         """Send the turn on this account's upstream websocket and wait for its first event."""
-        if self.upstream is None or self.account.id != account.id:
+        fresh_connection = self.upstream is None or self.account.id != account.id
+        if fresh_connection:
             await self._close_upstream()
             await self._connect(account)
+        outgoing = self._frame_for(account, text, frame, full_input, fresh_connection)
+        first = await self._send_and_wait(outgoing)
+        failure = self._error_in(first)
+        if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS:
+            # The account cannot read this history (a pin that expired, a chain it never saw): send it whole
+            # and stripped, once.
+            whole = {k: v for k, v in frame.items() if k != "previous_response_id"}
+            whole["input"] = full_input
+            first = await self._send_and_wait(json.dumps(migration.strip_account_bound(whole)))
+            failure = self._error_in(first)
+        if failure:
+            raise failure
+        return first
+
+    async def _send_and_wait(self, text: str) -> str:
         try:
             await self.upstream.send(text)
             first = await asyncio.wait_for(self.upstream.recv(), settings.POOLER_FIRST_BYTE_TIMEOUT)
@@ -160,15 +229,20 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             raise UpstreamFailure("timeout", message="no first event in time") from None
         except websockets.ConnectionClosed:
             raise UpstreamFailure("closed", message="upstream websocket closed before the first event") from None
-        if isinstance(first, bytes):
-            first = first.decode(errors="replace")
+        return first if isinstance(first, str) else first.decode(errors="replace")
+
+    @staticmethod
+    def _error_in(first: str) -> UpstreamFailure | None:
+        """An error frame that answers a turn before any event: the backend's refusal of the turn."""
+        if '"error"' not in first:
+            return None
         try:
             event = json.loads(first)
         except ValueError:
-            return first
+            return None
         if isinstance(event, dict) and event.get("type") == "error" and isinstance(event.get("status"), int):
-            raise failure_from_response(event["status"], event.get("headers") or {}, first.encode())
-        return first
+            return failure_from_response(event["status"], event.get("headers") or {}, first.encode())
+        return None
 
     async def _connect(self, account) -> None:
         account = await fresh_account(account)
@@ -226,11 +300,14 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             return
         if isinstance(event, dict):
             observe_event(state, event)
-            if event.get("type") in TERMINAL:
-                state.terminal = event["type"]
 
     async def _end_turn(self, state: _TurnState, outcome: str) -> None:
         turn = state.turn
+        if outcome == "ok" and isinstance(state.response, dict):
+            output = state.response.get("output")
+            self.history = state.full_input + (output if isinstance(output, list) else [])
+            self.history_account_id = turn.account.id if turn.account else None
+            self.last_response_id = state.response.get("id")
         if turn.finished:
             return
         turn.outcome, turn.usage = outcome, state.usage
@@ -239,8 +316,6 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if state.rate_limits:
             turn.quota.update(from_usage_payload(state.rate_limits, timezone.now()))
         await finish(turn)
-        if self.current is state:
-            self.current = None
 
     async def _close_upstream(self) -> None:
         upstream, self.upstream = self.upstream, None
@@ -248,7 +323,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             await upstream.close()
 
     async def disconnect(self, code):
-        if getattr(self, "counted", False):
+        if self.counted:
             self.counted = False
             metrics.OPEN_WEBSOCKETS.dec()
         if self.relay_task and not self.relay_task.done():
@@ -258,4 +333,3 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the turn is accounted in _relay
                 pass
         await self._close_upstream()
-

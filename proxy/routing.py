@@ -2,7 +2,7 @@
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Count
@@ -44,10 +44,9 @@ class Plan:
 
     accounts: list[UpstreamAccount]
     session_hash: str | None = None
-    sticky: bool = False  # the first account is the session's owner
-    migrated_from: UpstreamAccount | None = None
-    migration_reason: str = ""
-    weights: dict[int, int] = field(default_factory=dict)
+    owner: UpstreamAccount | None = None  # the account that served the session so far
+    owner_unavailable: str = ""  # why the owner is not among the candidates
+    hold: bool = False  # the pool keeps sessions on their owner: no failover away from it
 
 
 def _order(pool: Pool, members: list[PoolMembership], now: datetime) -> list[UpstreamAccount]:
@@ -105,21 +104,25 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
     ordered = _order(pool, eligible, now)
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if affinity is not None:
-        owner = affinity.account
+        owner = plan.owner = affinity.account
+        plan.hold = pool.session_migration == SessionMigration.HOLD and owner.status == "active"
         if any(a.id == owner.id for a in ordered):
             plan.accounts = [owner] + [a for a in ordered if a.id != owner.id]
-            plan.sticky = True
         else:
             reason = owner.ineligibility(model, now) or "at_capacity"
-            if pool.session_migration == SessionMigration.HOLD and owner.status == "active":
-                raise _held(owner, reason, now)
-            plan.migrated_from, plan.migration_reason = owner, reason.split(":")[0]
+            if plan.hold:
+                raise held_error(owner, reason, now)
+            plan.owner_unavailable = reason.split(":")[0]
     if not plan.accounts:
         raise _nothing_eligible([m.account for m in members], model, now)
     return plan
 
 
-def _held(owner: UpstreamAccount, reason: str, now: datetime) -> RateLimited:
+def held_error(owner: UpstreamAccount, reason: str, now: datetime | None = None) -> RateLimited:
+    """429 for a session held on its unavailable owner, waiting for the owner's reset."""
+    now = now or timezone.now()
+    owner.refresh_from_db(fields=["cooldown_until", "primary_used_percent", "primary_resets_at",
+                                  "secondary_used_percent", "secondary_resets_at"])
     reset = owner.available_at(now)
     wait = int((reset - now).total_seconds()) + 1 if reset else 60
     return RateLimited(
@@ -144,7 +147,8 @@ def _nothing_eligible(accounts: list[UpstreamAccount], model: str | None, now: d
     return NoEligibleAccount("No upstream account of this pool can serve requests now.")
 
 
-def remember_session(plan: Plan, pool: Pool, account: UpstreamAccount, now: datetime | None = None) -> None:
+def remember_session(plan: Plan, pool: Pool, account: UpstreamAccount, reason: str = "",
+                     now: datetime | None = None) -> None:
     """Pin the session to the account that served it, recording a move when it changed."""
     if not plan.session_hash:
         return
@@ -161,7 +165,7 @@ def remember_session(plan: Plan, pool: Pool, account: UpstreamAccount, now: date
     if not created:
         affinity.previous_account_id = affinity.account_id
         affinity.account = account
-        affinity.move_reason = plan.migration_reason or "owner_failed"
+        affinity.move_reason = reason or "owner_failed"
         affinity.moved_at = now
         affinity.moves += 1
         affinity.expires_at = expires

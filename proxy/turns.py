@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import PoolApiKey, UpstreamAccount
 
-from . import limits, metrics, routing
+from . import limits, metrics, migration, routing
 from .accounting import Turn, finish, mark_failure, observe_quota
 from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, error_response
 from .sse import SseWatcher
@@ -24,6 +24,7 @@ from .upstream import UpstreamFailure, client, client_headers, failure_from_resp
 _admit = sync_to_async(limits.admit)
 _plan = sync_to_async(routing.plan_turn)
 _mark_failure = sync_to_async(mark_failure)
+_held_error = sync_to_async(routing.held_error)
 _MAX_ERROR_BODY = 64 * 1024
 
 
@@ -131,11 +132,12 @@ class HttpTurn:
     def __init__(self, request, turn: Turn, key: PoolApiKey, *, path: str, method: str = "POST"):
         self.request, self.turn, self.key, self.path, self.method = request, turn, key, path, method
 
-    async def open(self, content: bytes, session: str | None, content_type: str | None = None,
-                   rewrite=None) -> tuple[httpx.Response, bytes] | HttpResponse:
+    async def open(self, body: dict | bytes, session: str | None,
+                   content_type: str | None = None) -> tuple[httpx.Response, bytes] | HttpResponse:
         """The upstream response with its first chunk, or a finished error response for the client.
 
-        `rewrite(account, plan)` may give per-account content (session migration).
+        A JSON `body` is made valid for each account it is tried on: a session moved away from its owner
+        loses the history only the owner can read (see migration.py).
         """
         turn = self.turn
         try:
@@ -144,24 +146,45 @@ class HttpTurn:
             return error_response(error, turn.request_id)
         failures: list[UpstreamFailure] = []
         for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
-            body = rewrite(account, plan) if rewrite else content
+            moved = plan.owner is not None and plan.owner.id != account.id
             try:
-                account, response, first = await open_upstream(
-                    account, self.method, self.path, self.request.headers, body, content_type
-                )
+                account, response, first = await self._try(account, body, content_type, strip=moved)
             except UpstreamFailure as failure:
                 turn.attempt(account, failure.summary(), failure.status)
                 if failure.client_fault:
                     return await self._pass_through(account, failure)
                 await _mark_failure(account, failure)
                 failures.append(failure)
+                if plan.hold and not moved:
+                    return await self._refuse(await _held_error(account, failure.code or failure.kind), failures)
                 continue
             turn.attempt(account, "ok", response.status_code)
             turn.account, turn.status_code = account, response.status_code
             turn.first_byte_at = time.monotonic()
+            turn.note_migration(account, failures)
             observe_quota(turn, response.headers)
             return response, first
         error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
+        return await self._refuse(error, failures)
+
+    async def _try(self, account: UpstreamAccount, body: dict | bytes, content_type: str | None, *, strip: bool):
+        """One account: send the body (stripped of foreign history when moved); replay once stripped when the
+        account says the history is not its own (a session whose pin expired, or moved by another route)."""
+        if isinstance(body, bytes):
+            return await open_upstream(account, self.method, self.path, self.request.headers, body, content_type)
+        bound = migration.has_account_bound(body)
+        content = encode(migration.strip_account_bound(body) if strip and bound else body)
+        try:
+            return await open_upstream(account, self.method, self.path, self.request.headers, content, content_type)
+        except UpstreamFailure as failure:
+            if strip or not bound or failure.code not in migration.ACCOUNT_BOUND_ERRORS:
+                raise
+            self.turn.attempt(account, failure.summary(), failure.status)
+            content = encode(migration.strip_account_bound(body))
+            return await open_upstream(account, self.method, self.path, self.request.headers, content, content_type)
+
+    async def _refuse(self, error: PoolerError, failures: list[UpstreamFailure]) -> HttpResponse:
+        turn = self.turn
         turn.status_code, turn.outcome, turn.error_code = error.status, "upstream_error", error.code or ""
         await finish(turn)
         return error_response(error, turn.request_id)

@@ -8,7 +8,7 @@ from .body import require_model
 from .errors import PoolerError, UpstreamUnavailable, error_response
 from .models_list import pool_models
 from .routing import sticky_key
-from .turns import HttpTurn, encode
+from .turns import HttpTurn
 from .views import _client_ip, read_json, runtime_view
 
 
@@ -24,7 +24,7 @@ async def _turn(request, key, request_id, route: str, backend_body: dict, path: 
     turn = Turn(request_id=request_id, route=route, key=key, model=require_model(backend_body),
                 client_ip=_client_ip(request))
     proxied = HttpTurn(request, turn, key, path=path)
-    opened = await proxied.open(encode(backend_body), sticky_key(request.headers, backend_body), "application/json")
+    opened = await proxied.open(backend_body, sticky_key(request.headers, backend_body), "application/json")
     return proxied, turn, opened
 
 

@@ -14,7 +14,7 @@ from .body import decode_body, parse_json_object, require_model
 from .errors import NotFound, PoolerError, error_response
 from .models_list import pool_models
 from .routing import sticky_key
-from .turns import HttpTurn, encode, new_request_id
+from .turns import HttpTurn, new_request_id
 
 log = logging.getLogger("pooler.views")
 
@@ -64,7 +64,7 @@ async def responses(request, key, request_id):
     turn = Turn(request_id=request_id, route="codex.responses", key=key, model=require_model(body),
                 client_ip=_client_ip(request), is_stream=body.get("stream") is not False)
     proxied = HttpTurn(request, turn, key, path="/responses")
-    opened = await proxied.open(encode(body), sticky_key(request.headers, body), "application/json")
+    opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
     if not isinstance(opened, tuple):
         return opened
     return proxied.stream(*opened)
@@ -77,7 +77,7 @@ async def compact(request, key, request_id):
     turn = Turn(request_id=request_id, route="codex.compact", key=key, model=require_model(body),
                 client_ip=_client_ip(request), is_stream=False)
     proxied = HttpTurn(request, turn, key, path="/responses/compact")
-    opened = await proxied.open(encode(body), sticky_key(request.headers, body), "application/json")
+    opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
     if not isinstance(opened, tuple):
         return opened
     return await proxied.read_all(*opened)
