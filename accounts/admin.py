@@ -3,6 +3,8 @@
 from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from . import audit
 from .importing import ImportError_, parse_auth_json, store_account
@@ -200,12 +202,28 @@ class SecretIssuingAdmin(AuditedAdmin):
 
 @admin.register(PoolApiKey)
 class PoolApiKeyAdmin(SecretIssuingAdmin):
-    list_display = ["prefix", "name", "pool", "rpm", "tokens_per_day", "max_concurrent", "expires_at", "revoked_at",
-                    "last_used_at"]
+    list_display = ["prefix", "name", "pool", "usage", "expires_at", "revoked_at", "last_used_at"]
     list_filter = ["pool"]
     search_fields = ["name", "prefix"]
-    fields = ["pool", "name", "prefix", "rpm", "tokens_per_day", "max_concurrent", "allowed_models", "expires_at",
-              "revoked_at", "created_at", "last_used_at"]
+    fields = ["pool", "name", "prefix", "usage", "rpm", "tokens_per_day", "max_concurrent", "allowed_models",
+              "expires_at", "revoked_at", "created_at", "last_used_at"]
+    readonly_fields = SecretIssuingAdmin.readonly_fields + ["usage"]
+
+    @admin.display(description="usage now / limit")
+    def usage(self, key):
+        """Current usage against the key's limits (its own or its pool's defaults)."""
+        from proxy.limits import key_usage
+
+        if not key.pk:
+            return "-"
+        used = key_usage(key)
+
+        def part(label, value, limit):
+            return f"{label} {value}/{limit if limit else '∞'}"
+
+        return " · ".join([part("req/min", used["requests_last_minute"], used["rpm"]),
+                           part("tokens today", used["tokens_today"], used["tokens_per_day"]),
+                           part("streams", used["open_streams"], used["max_concurrent"])])
 
 
 @admin.register(McpToken)
@@ -239,6 +257,16 @@ class RequestLogAdmin(ReadOnlyAdmin):
                    "api_key", "is_prewarm"]
     search_fields = ["request_id", "model", "error_code"]
     date_hierarchy = "created_at"
+    exclude = ["attempts"]
+    readonly_fields = ["attempt_table"]
+
+    @admin.display(description="attempts")
+    def attempt_table(self, log):
+        return format_html_join(
+            mark_safe("<br>"), "{}. {} → {} (HTTP {}, {} ms)",
+            ((i + 1, a.get("account"), a.get("outcome"), a.get("status") or "-", a.get("ms"))
+             for i, a in enumerate(log.attempts or [])),
+        ) or "no upstream attempt"
 
 
 @admin.register(AuditLog)

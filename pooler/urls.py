@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.dashboard import dashboard
 from proxy import health
 from proxy.metrics import metrics_view
 from proxy.errors import error_json
@@ -9,6 +10,7 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", metrics_view),
+    path("admin/dashboard/", admin.site.admin_view(dashboard), name="pooler-dashboard"),
     path("admin/", admin.site.urls),
     path("", include("proxy.urls")),
 ]

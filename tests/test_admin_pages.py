@@ -71,3 +71,19 @@ def test_pause_action_is_audited(admin_client, seeded):
     assert account.status == "paused"
     entry = AuditLog.objects.get(action="pause_account")
     assert entry.changes["status"] == {"before": "active", "after": "paused"}
+
+
+def test_dashboard_shows_capacity_quota_and_charts(admin_client, seeded):
+    UpstreamAccount.objects.update(primary_used_percent=85.0, secondary_used_percent=20.0)
+    response = admin_client.get("/admin/dashboard/")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert f"Pool {seeded['pool'].name}" in body and "1 of 1 accounts can serve now" in body
+    assert "<svg" in body and "85%" in body and "gpt-5.2" in body
+    for secret in seeded["secrets"]:
+        assert secret not in body
+
+
+def test_dashboard_needs_staff_login(client):
+    response = client.get("/admin/dashboard/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
