@@ -1,0 +1,64 @@
+"""Key and pool limits on real rows: each refusal names its limit and says when to come back."""
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import RequestLog
+from proxy.errors import RateLimited
+from proxy.limits import admit, key_usage, release
+from tests.factories import make_key, make_pool
+
+pytestmark = pytest.mark.django_db
+
+
+def test_requests_per_minute_of_a_key():
+    key, _ = make_key(make_pool(), rpm=3)
+    for i in range(3):
+        release(admit(key, f"r{i}"))
+    with pytest.raises(RateLimited) as error:
+        admit(key, "r4")
+    assert error.value.code == "key_rpm_limit" and 1 <= error.value.retry_after <= 60
+    assert error.value.status == 429 and "3 requests per minute" in error.value.message
+
+
+def test_pool_wide_cap_spans_keys():
+    pool = make_pool(rpm_limit=2)
+    first, _ = make_key(pool)
+    second, _ = make_key(pool)
+    admit(first, "a")
+    admit(second, "b")
+    with pytest.raises(RateLimited) as error:
+        admit(first, "c")
+    assert error.value.code == "pool_rpm_limit"
+
+
+def test_concurrent_streams_free_on_release():
+    key, _ = make_key(make_pool(), max_concurrent=2)
+    slots = [admit(key, "a"), admit(key, "b")]
+    with pytest.raises(RateLimited) as error:
+        admit(key, "c")
+    assert error.value.code == "key_concurrency_limit"
+    release(slots[0])
+    slots.append(admit(key, "c"))
+    assert key_usage(key)["open_streams"] == 2
+
+
+def test_tokens_per_day_counts_real_usage():
+    key, _ = make_key(make_pool(), tokens_per_day=1000)
+    admit(key, "a")
+    RequestLog.objects.create(request_id="a", api_key=key, pool=key.pool, route="codex.responses",
+                              total_tokens=999, created_at=timezone.now())
+    release(admit(key, "b"))
+    RequestLog.objects.create(request_id="b", api_key=key, pool=key.pool, route="codex.responses",
+                              total_tokens=1, created_at=timezone.now())
+    with pytest.raises(RateLimited) as error:
+        admit(key, "c")
+    assert error.value.code == "key_tokens_per_day_limit"
+    assert key_usage(key)["tokens_today"] == 1000
+
+
+def test_pool_defaults_apply_to_keys_without_their_own():
+    key, _ = make_key(make_pool(default_rpm=1))
+    admit(key, "a")
+    with pytest.raises(RateLimited):
+        admit(key, "b")
