@@ -1,35 +1,12 @@
 """Real rows in a line: pools, accounts (registered at the simulator too), keys, tokens."""
 
 import json
-import time
 import uuid
 
-import jwt
-
 from accounts.models import McpToken, Pool, PoolApiKey, PoolMembership, UpstreamAccount
+from accounts.sample_auth import sample_auth_json
 
-JWT_SECRET = "test-secret-for-building-real-shaped-jwts"
-
-
-def make_jwt(claims: dict) -> str:
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
-
-
-def make_auth_json(account_id: str | None = None, email: str = "dev@example.com", plan: str = "plus",
-                   expires_in: int = 3600) -> dict:
-    """An auth.json like the Codex CLI writes, with real-shaped JWTs."""
-    account_id = account_id or f"acct-{uuid.uuid4().hex[:10]}"
-    now = int(time.time())
-    id_token = make_jwt({
-        "email": email, "exp": now + expires_in, "iat": now,
-        "https://api.openai.com/auth": {"chatgpt_account_id": account_id, "chatgpt_plan_type": plan,
-                                        "chatgpt_user_id": "user-" + account_id},
-    })
-    access = make_jwt({"exp": now + expires_in, "iat": now, "sub": account_id, "jti": uuid.uuid4().hex})
-    refresh = "rt_" + uuid.uuid4().hex
-    return {"OPENAI_API_KEY": None, "tokens": {"id_token": id_token, "access_token": access,
-                                                "refresh_token": refresh, "account_id": account_id},
-            "last_refresh": "2026-11-24T00:00:00Z"}
+make_auth_json = sample_auth_json
 
 
 def write_auth_json(path, **kwargs) -> dict:

@@ -1,0 +1,111 @@
+"""Start the simulator and a pooler against it, seeded with a pool, accounts and a key (demo and benchmarks)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def start(args: list[str], url: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(args, cwd=REPO, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    wait_for(url, process)
+    return process
+
+
+@dataclass
+class Stack:
+    simulator_url: str
+    pooler_url: str
+    api_key: str
+    accounts: list[dict]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def codex_base_url(self) -> str:
+        return f"{self.pooler_url}/backend-api/codex"
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def seed(simulator_url: str, pool_name: str, count: int, sim_fields: dict | None = None) -> tuple[str, list[dict]]:
+    """A pool of `count` simulated accounts and a fresh key; the accounts are registered at the simulator."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pooler.settings")
+    django.setup()
+    from accounts.importing import store_account
+    from accounts.models import Pool, PoolApiKey
+    from accounts.sample_auth import sample_auth_json
+
+    pool, _ = Pool.objects.get_or_create(name=pool_name)
+    accounts = []
+    for i in range(count):
+        tokens = sample_auth_json(email=f"{pool_name}-{i}@example.com")["tokens"]
+        registered = {"account_id": tokens["account_id"], "access_token": tokens["access_token"],
+                      "refresh_token": tokens["refresh_token"], "email": f"{pool_name}-{i}@example.com",
+                      **(sim_fields or {})}
+        httpx.post(f"{simulator_url}/_sim/accounts", json=registered, timeout=10).raise_for_status()
+        store_account(tokens, pool, label=f"{pool_name}-{i}-{tokens['account_id'][-4:]}",
+                      base_url=f"{simulator_url}/backend-api/codex", actor="demo")
+        accounts.append(registered)
+    key = PoolApiKey(pool=pool, name=f"{pool_name} key")
+    raw = key.issue()
+    key.save()
+    return raw, accounts
+
+
+def start_stack(port: int, pool_name: str = "demo", accounts: int = 3, sim_fields: dict | None = None,
+                logs: Path | None = None, pooler_env: dict | None = None) -> Stack:
+    python = sys.executable
+    sim_port = free_port()
+    simulator_url = f"http://127.0.0.1:{sim_port}"
+    processes = [start([python, "-m", "simulator", "--host", "127.0.0.1", "--port", str(sim_port)],
+                       f"{simulator_url}/_sim/requests", log=logs / "simulator.log" if logs else None)]
+    try:
+        subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
+        raw_key, registered = seed(simulator_url, pool_name, accounts, sim_fields)
+        pooler_url = f"http://127.0.0.1:{port}"
+        processes.append(start(
+            [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "pooler.asgi:application"],
+            f"{pooler_url}/healthz", env={"POOLER_AUTH_BASE_URL": simulator_url, **(pooler_env or {})},
+            log=logs / "pooler.log" if logs else None,
+        ))
+    except BaseException:
+        for process in processes:
+            process.terminate()
+        raise
+    return Stack(simulator_url, pooler_url, raw_key, registered, processes)
