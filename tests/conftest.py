@@ -1,16 +1,12 @@
 import pytest
 
 from tests.support.pooler import PoolerServer
-
-try:  # the simulator's fixtures: `simulator` (per module) and `codex_bin` (per run)
-    from tests.support.sim_fixtures import *  # noqa: F403
-except ImportError:  # pragma: no cover - while the simulator is being written
-    pass
+from tests.support.sim_fixtures import *  # noqa: F403  (`simulator` per module, `codex_bin` per run)
 
 
 @pytest.fixture(scope="module")
-def pooler(django_db_setup, django_db_blocker):
-    """One real Daphne serving the pooler per test module, on the test database."""
-    server = PoolerServer()
+def pooler(django_db_setup, django_db_blocker, simulator):
+    """One real Daphne serving the pooler per test module, on the test database, with the simulator's auth."""
+    server = PoolerServer(extra_env={"POOLER_AUTH_BASE_URL": simulator.url})
     yield server
     server.close()

@@ -1,0 +1,153 @@
+"""The backend websocket route: a Channels consumer relaying Codex turns to one upstream websocket."""
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+import websockets
+from channels.testing import WebsocketCommunicator
+from websockets.sync.client import connect
+
+from accounts.models import RequestLog
+from pooler.asgi import application
+from tests.codex_turns import turn_body
+from tests.factories import make_account, make_key, make_pool
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def ws_url(pooler) -> str:
+    return pooler.codex_base_url.replace("http://", "ws://") + "/responses"
+
+
+def ws_headers(key: str, session: str | None = None) -> dict:
+    session = session or str(uuid.uuid4())
+    return {"Authorization": f"Bearer {key}", "session-id": session, "originator": "codex_exec",
+            "openai-beta": "responses_websockets=2026-02-06"}
+
+
+def create_frame(text="hello", **extra) -> str:
+    return json.dumps({"type": "response.create", **turn_body(text, **extra)})
+
+
+def read_turn(ws) -> list[dict]:
+    events = []
+    while True:
+        event = json.loads(ws.recv(timeout=20))
+        events.append(event)
+        if event["type"] in ("response.completed", "response.failed", "error"):
+            return events
+
+
+def reply(events) -> str:
+    return "".join(e.get("delta", "") for e in events if e.get("type") == "response.output_text.delta")
+
+
+def logs(count: int, timeout: float = 5, **filters) -> list[RequestLog]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = list(RequestLog.objects.filter(**filters).order_by("created_at"))
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} RequestLog rows for {filters}")
+
+
+def test_prewarm_then_turns_on_one_connection(pooler, simulator):
+    pool = make_pool()
+    account = make_account(pool, simulator)
+    key_row, key = make_key(pool)
+    simulator.clear_requests()
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        ws.send(create_frame("warm", generate=False))
+        prewarm = read_turn(ws)
+        assert prewarm[-1]["type"] == "response.completed"
+        ws.send(create_frame("first turn"))
+        first = read_turn(ws)
+        assert reply(first) == "echo: first turn"
+        ws.send(json.dumps({"type": "response.create", **turn_body("second turn"),
+                            "previous_response_id": first[-1]["response"]["id"],
+                            "input": [{"type": "message", "role": "user",
+                                       "content": [{"type": "input_text", "text": "second turn"}]}]}))
+        assert reply(read_turn(ws)) == "echo: second turn"
+    rows = logs(3, api_key=key_row)
+    assert [r.is_prewarm for r in rows] == [True, False, False]
+    assert all(r.transport == "websocket" and r.account == account and r.outcome == "ok" for r in rows)
+    assert rows[1].total_tokens > 0
+    seen = simulator.requests()
+    assert all(r["transport"] == "websocket" for r in seen if r.get("kind") in ("turn", "prewarm"))
+
+
+def test_a_bad_key_is_refused_before_accept(pooler, simulator):
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        connect(ws_url(pooler), additional_headers=ws_headers("cpk_bad_key"))
+    assert refused.value.response.status_code in (401, 403)
+
+
+def test_usage_limit_on_the_first_turn_fails_over(pooler, simulator):
+    pool = make_pool()
+    limited = make_account(pool, simulator, sim_fields={"primary_used_percent": 100.0}, primary_used_percent=0.0)
+    healthy = make_account(pool, simulator, primary_used_percent=30.0)
+    key_row, key = make_key(pool)
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        ws.send(create_frame("moved"))
+        events = read_turn(ws)
+    assert reply(events) == "echo: moved" and all(e["type"] != "error" for e in events)
+    row = logs(1, api_key=key_row)[0]
+    assert row.account == healthy and [a["account_id"] for a in row.attempts] == [limited.id, healthy.id]
+
+
+def test_fifty_concurrent_websocket_sessions_complete(pooler, simulator):
+    pool = make_pool()
+    for _ in range(3):
+        make_account(pool, simulator, sim_fields={"percent_per_turn": 0.01})
+    key_row, key = make_key(pool)
+
+    async def session(i: int) -> str:
+        async with websockets.connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+            await ws.send(create_frame(f"session {i}"))
+            text = ""
+            while True:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                text += event.get("delta", "") if event["type"] == "response.output_text.delta" else ""
+                if event["type"] in ("response.completed", "response.failed", "error"):
+                    return text
+
+    async def all_sessions():
+        return await asyncio.gather(*(session(i) for i in range(50)))
+
+    replies = asyncio.run(all_sessions())
+    assert replies == [f"echo: session {i}" for i in range(50)]
+    assert len(logs(50, timeout=15, api_key=key_row)) == 50
+
+
+async def test_consumer_refuses_without_a_key():
+    communicator = WebsocketCommunicator(application, "/backend-api/codex/responses")
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_consumer_relays_a_turn(simulator):
+    from asgiref.sync import sync_to_async
+
+    def seed():
+        pool = make_pool()
+        make_account(pool, simulator)
+        return make_key(pool)[1]
+
+    key = await sync_to_async(seed)()
+    communicator = WebsocketCommunicator(application, "/backend-api/codex/responses",
+                                         headers=[(b"authorization", f"Bearer {key}".encode())])
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_to(text_data=create_frame("via communicator"))
+    text = ""
+    while True:
+        event = json.loads(await communicator.receive_from(timeout=20))
+        text += event.get("delta", "") if event["type"] == "response.output_text.delta" else ""
+        if event["type"] == "response.completed":
+            break
+    assert text == "echo: via communicator"
+    await communicator.disconnect()
