@@ -1,0 +1,114 @@
+"""The /v1 surface with the official openai SDK against real Daphne and the simulator."""
+
+import json
+import time
+
+import openai
+import pytest
+
+from accounts.models import RequestLog
+from tests.factories import make_account, make_key, make_pool
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sdk(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    key_row, key = make_key(pool)
+    client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key=key, max_retries=0, timeout=30)
+    client.key_row = key_row
+    return client
+
+
+def rows_for(key_row, count: int, timeout: float = 5) -> list[RequestLog]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = list(RequestLog.objects.filter(api_key=key_row).order_by("created_at"))
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError("missing RequestLog rows")
+
+
+def test_models_list(sdk):
+    models = [m.id for m in sdk.models.list()]
+    assert "gpt-5.2" in models
+
+
+def test_responses_create_with_and_without_stream(sdk):
+    response = sdk.responses.create(model="gpt-5.2", input="hi there", instructions="be brief")
+    assert response.output_text == "echo: hi there"
+    assert response.usage.total_tokens > 0
+    stream = sdk.responses.create(model="gpt-5.2", input="streamed", stream=True)
+    deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "echo: streamed"
+    rows = rows_for(sdk.key_row, 2)
+    assert [r.route for r in rows] == ["v1.responses", "v1.responses"]
+    assert [r.is_stream for r in rows] == [False, True] and all(r.total_tokens > 0 for r in rows)
+
+
+def test_chat_completions_with_and_without_stream(sdk):
+    completion = sdk.chat.completions.create(
+        model="gpt-5.2", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}])
+    assert completion.choices[0].message.content == "echo: hello"
+    assert completion.choices[0].finish_reason == "stop" and completion.usage.total_tokens > 0
+    chunks = list(sdk.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "chunks"}],
+                                              stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: chunks"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    rows = rows_for(sdk.key_row, 2)
+    assert all(r.route == "v1.chat.completions" and r.outcome == "ok" for r in rows)
+
+
+def test_chat_tool_call_round_trip(sdk, simulator):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "weather for a city",
+                                               "parameters": {"type": "object",
+                                                              "properties": {"city": {"type": "string"}}}}}]
+    first = sdk.chat.completions.create(model="gpt-5.2", tools=tools, tool_choice="required",
+                                        messages=[{"role": "user", "content": "weather in Oslo?"}])
+    call = first.choices[0].message.tool_calls[0]
+    assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    json.loads(call.function.arguments)
+    second = sdk.chat.completions.create(model="gpt-5.2", tools=tools, messages=[
+        {"role": "user", "content": "weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ])
+    assert second.choices[0].message.content
+
+
+def test_chat_json_schema_response_format(sdk):
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+              "additionalProperties": False}
+    completion = sdk.chat.completions.create(
+        model="gpt-5.2", messages=[{"role": "user", "content": "answer in json"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}})
+    assert "answer" in json.loads(completion.choices[0].message.content)
+
+
+def test_unsupported_parameters_are_named(sdk):
+    with pytest.raises(openai.BadRequestError) as error:
+        sdk.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "x"}], n=2,
+                                    temperature=0.2)
+    assert "n" in error.value.message and "temperature" in error.value.message
+
+
+def test_key_limits_apply_and_the_sdk_sees_429(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    _, key = make_key(pool, rpm=1)
+    client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key=key, max_retries=0, timeout=30)
+    client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "one"}])
+    with pytest.raises(openai.RateLimitError) as error:
+        client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "two"}])
+    assert int(error.value.response.headers["retry-after"]) >= 1
+    assert error.value.code == "key_rpm_limit"
+
+
+def test_wrong_key_is_an_authentication_error(pooler):
+    client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key="cpk_wrong_key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
