@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 4000
 CODEX_VERSION := 0.169.0
 
-.PHONY: run test test-fast lint demo bench soak codex-cli clean
+.PHONY: run test test-fast lint demo bench soak codex-cli chromium clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,16 @@ $(VENV)/.installed: requirements.txt
 
 codex-cli: .cache/codex/node_modules/.bin/codex
 
+# Debian's Chromium for the admin browser test (skipped when it cannot be installed).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium unavailable: the browser test will be skipped"
+
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) pooler.asgi:application
 
 # On PostgreSQL when DATABASE_URL is set, else on the embedded SQLite.
-test: $(VENV)/.installed codex-cli
+test: $(VENV)/.installed codex-cli chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed
