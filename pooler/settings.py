@@ -141,6 +141,8 @@ POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0
 POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
 # Session stickiness lifetime when the pool sets none.
 POOLER_STICKY_TTL_SECONDS = env.int("POOLER_STICKY_TTL_SECONDS", default=3600)
+# How long a process reuses a pool's account ordering (chosen accounts are always re-read fresh).
+POOLER_ROUTING_CACHE_SECONDS = env.float("POOLER_ROUTING_CACHE_SECONDS", default=2.0)
 # How long the merged model list of a pool is cached, in seconds.
 POOLER_MODELS_CACHE_SECONDS = env.int("POOLER_MODELS_CACHE_SECONDS", default=60)
 # RequestLog rows older than this many days are pruned by the worker.

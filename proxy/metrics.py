@@ -4,6 +4,7 @@ import ipaddress
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.backends.signals import connection_created
 from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -24,6 +25,19 @@ DURATION = Histogram("pooler_turn_duration_seconds", "Whole turn duration",
 OPEN_STREAMS = Gauge("pooler_open_streams", "SSE streams being relayed now")
 OPEN_WEBSOCKETS = Gauge("pooler_open_websockets", "Client websockets open now")
 TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])
+DB_QUERIES = Counter("pooler_db_queries", "Database statements executed by this process")
+
+
+def _count_query(execute, sql, params, many, context):
+    DB_QUERIES.inc()
+    return execute(sql, params, many, context)
+
+
+def _instrument(sender, connection, **kwargs):
+    connection.execute_wrappers.append(_count_query)
+
+
+connection_created.connect(_instrument)
 
 
 class _AccountCollector:

@@ -1,10 +1,13 @@
 """Which upstream account serves a turn: eligibility, session stickiness, then the pool's strategy."""
 
+import bisect
 import hashlib
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
@@ -49,64 +52,136 @@ class Plan:
     hold: bool = False  # the pool keeps sessions on their owner: no failover away from it
 
 
-def _order(pool: Pool, members: list[PoolMembership], now: datetime) -> list[UpstreamAccount]:
+@dataclass
+class _Snapshot:
+    """A pool's accounts in strategy order, read at most every POOLER_ROUTING_CACHE_SECONDS.
+
+    It only orders and pre-filters: the few accounts it proposes are re-read fresh before a turn, so a
+    stale snapshot costs at most a skipped candidate, never a turn sent to an ineligible account.
+    """
+
+    loaded_at: float
+    strategy: str
+    accounts: list[UpstreamAccount]  # tokens deferred
+    cumulative_weights: list[int]
+    rotation: int = 0
+
+
+# Keyed by id and creation time: test databases roll back and reuse ids.
+_snapshots: dict[tuple, _Snapshot] = {}
+_SNAPSHOT_FIELDS_DEFERRED = ("access_token", "refresh_token", "id_token")
+
+
+def _load_snapshot(pool: Pool, now: datetime) -> _Snapshot:
+    members = list(
+        PoolMembership.objects.filter(pool=pool, enabled=True)
+        .select_related("account")
+        .defer(*(f"account__{name}" for name in _SNAPSHOT_FIELDS_DEFERRED))
+    )
+    epoch = datetime.min.replace(tzinfo=now.tzinfo)
     if pool.strategy == Strategy.ROUND_ROBIN:
-        # The least recently used account first: a round robin that holds across processes.
-        epoch = datetime.min.replace(tzinfo=now.tzinfo)
-        members = sorted(members, key=lambda m: (m.account.last_used_at or epoch, m.account.id))
-    elif pool.strategy == Strategy.FILL_FIRST:
-        members = sorted(members, key=lambda m: (m.priority, m.account.id))
-    elif pool.strategy == Strategy.WEIGHTED:
-        members = _weighted_shuffle(members)
+        # The least recently used first, then each process rotates through the list.
+        members.sort(key=lambda m: (m.account.last_used_at or epoch, m.account.id))
+    elif pool.strategy in (Strategy.FILL_FIRST, Strategy.WEIGHTED):
+        members.sort(key=lambda m: (m.priority, m.account.id))
     else:  # least_used: most headroom in the primary window, then the secondary
-        members = sorted(members, key=lambda m: (*m.account.window_used(now), m.account.id))
-    return [m.account for m in members]
+        members.sort(key=lambda m: (*m.account.window_used(now), m.account.id))
+    weights, total = [], 0
+    for m in members:
+        total += max(m.weight, 1)
+        weights.append(total)
+    return _Snapshot(time.monotonic(), pool.strategy, [m.account for m in members], weights)
 
 
-def _weighted_shuffle(members: list[PoolMembership]) -> list[PoolMembership]:
-    """A random order in which each account comes first in proportion to its weight."""
-    keyed = [(random.random() ** (1.0 / max(m.weight, 1)), m) for m in members]
-    return [m for _, m in sorted(keyed, key=lambda pair: pair[0], reverse=True)]
+def _snapshot(pool: Pool, now: datetime, reload: bool = False) -> _Snapshot:
+    key = (pool.id, pool.created_at)
+    cached = _snapshots.get(key)
+    fresh_enough = cached is not None and time.monotonic() - cached.loaded_at < settings.POOLER_ROUTING_CACHE_SECONDS
+    if reload or not fresh_enough or cached.strategy != pool.strategy:
+        cached = _snapshots[key] = _load_snapshot(pool, now)
+    return cached
 
 
-def _members(pool: Pool, now: datetime) -> list[PoolMembership]:
-    """Enabled memberships with their accounts and the number of turns each account has open."""
-    members = list(PoolMembership.objects.filter(pool=pool, enabled=True).select_related("account"))
-    limited = [m.account.id for m in members if m.account.max_concurrent]
-    if limited:
-        busy = dict(
-            ConcurrencySlot.objects.filter(account_id__in=limited, expires_at__gt=now)
-            .values_list("account_id")
-            .annotate(n=Count("id"))
-        )
-        for m in members:
-            m.account.open_turns = busy.get(m.account.id, 0)
-    return members
+def _walk(snapshot: _Snapshot) -> list[UpstreamAccount]:
+    """The snapshot's accounts in the order this turn should consider them."""
+    accounts, count = snapshot.accounts, len(snapshot.accounts)
+    if count == 0:
+        return []
+    if snapshot.strategy == Strategy.ROUND_ROBIN:
+        start = snapshot.rotation % count
+        snapshot.rotation += 1
+    elif snapshot.strategy == Strategy.WEIGHTED:
+        start = bisect.bisect_right(snapshot.cumulative_weights, random.randrange(snapshot.cumulative_weights[-1]))
+    else:
+        return accounts
+    return accounts[start:] + accounts[:start]
+
+
+def _proposals(snapshot: _Snapshot, model: str | None, now: datetime, want: int) -> list[int]:
+    ids = []
+    for account in _walk(snapshot):
+        if account.is_eligible(model, now):
+            ids.append(account.id)
+            if len(ids) >= want:
+                break
+    return ids
+
+
+def _with_open_turns(accounts: list[UpstreamAccount], now: datetime) -> None:
+    """Count open turns of the accounts that cap their concurrency."""
+    limited = [a.id for a in accounts if a.max_concurrent]
+    if not limited:
+        return
+    busy = dict(
+        ConcurrencySlot.objects.filter(account_id__in=limited, expires_at__gt=now)
+        .values_list("account_id")
+        .annotate(n=Count("id"))
+    )
+    for account in accounts:
+        account.open_turns = busy.get(account.id, 0)
 
 
 def _has_capacity(account: UpstreamAccount) -> bool:
     return not account.max_concurrent or getattr(account, "open_turns", 0) < account.max_concurrent
 
 
+def _candidates(pool: Pool, model: str | None, owner_id: int | None, now: datetime,
+                reload: bool = False) -> tuple[list[UpstreamAccount], dict[int, UpstreamAccount], _Snapshot]:
+    """Fresh, eligible accounts in strategy order, plus the fresh rows read (the owner's included)."""
+    snapshot = _snapshot(pool, now, reload)
+    proposed = _proposals(snapshot, model, now, settings.POOLER_MAX_ATTEMPTS + 2)
+    wanted = proposed + ([owner_id] if owner_id and owner_id not in proposed else [])
+    fresh = {a.id: a for a in UpstreamAccount.objects.filter(pk__in=wanted)} if wanted else {}
+    _with_open_turns(list(fresh.values()), now)
+    ordered = [fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now)
+               and _has_capacity(fresh[i])]
+    return ordered, fresh, snapshot
+
+
 def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime | None = None) -> Plan:
     """The ordered candidates for a turn; raises when none can serve (429 with the soonest reset, or 503)."""
     now = now or timezone.now()
-    members = _members(pool, now)
-    eligible = [m for m in members if m.account.is_eligible(model, now) and _has_capacity(m.account)]
     session_hash = hash_session(session) if session else None
     affinity = (
         SessionAffinity.objects.filter(pool=pool, session_key_hash=session_hash, expires_at__gt=now)
-        .select_related("account")
+        .values_list("account_id", flat=True)
         .first()
         if session_hash
         else None
     )
-    ordered = _order(pool, eligible, now)
+    ordered, fresh, snapshot = _candidates(pool, model, affinity, now)
+    owner = fresh.get(affinity) if affinity else None
+    owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
+    if not ordered and not owner_ok:
+        # The snapshot may be stale (accounts added or back from a reset): look once more before refusing.
+        ordered, fresh, snapshot = _candidates(pool, model, affinity, now, reload=True)
+        owner = fresh.get(affinity) if affinity else None
+        owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
     plan = Plan(accounts=ordered, session_hash=session_hash)
-    if affinity is not None:
-        owner = plan.owner = affinity.account
+    if owner is not None:
+        plan.owner = owner
         plan.hold = pool.session_migration == SessionMigration.HOLD and owner.status == "active"
-        if any(a.id == owner.id for a in ordered):
+        if owner_ok:
             plan.accounts = [owner] + [a for a in ordered if a.id != owner.id]
         else:
             reason = owner.ineligibility(model, now) or "at_capacity"
@@ -114,7 +189,7 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
                 raise held_error(owner, reason, now)
             plan.owner_unavailable = reason.split(":")[0]
     if not plan.accounts:
-        raise _nothing_eligible([m.account for m in members], model, now)
+        raise _nothing_eligible(snapshot.accounts, model, now)
     return plan
 
 
@@ -174,6 +249,5 @@ def remember_session(plan: Plan, pool: Pool, account: UpstreamAccount, reason: s
 
 def eligible_count(pool: Pool, now: datetime | None = None) -> int:
     now = now or timezone.now()
-    return sum(1 for m in _members(pool, now) if m.account.is_eligible(None, now))
-
-
+    members = PoolMembership.objects.filter(pool=pool, enabled=True).select_related("account")
+    return sum(1 for m in members if m.account.is_eligible(None, now))

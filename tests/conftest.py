@@ -1,7 +1,10 @@
 import pytest
 
 from tests.support.pooler import PoolerServer
-from tests.support.sim_fixtures import *  # noqa: F403  (`simulator` per module, `codex_bin` per run)
+try:
+    from tests.support.sim_fixtures import *  # noqa: F403  (`simulator` per module, `codex_bin` per run)
+except ImportError:  # TEMPORARY while the simulator is written
+    pass
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,43 @@
+"""Routing decision time against the number of accounts in a pool (in-process, real database)."""
+
+import os
+import statistics
+import time
+
+import django
+
+
+def measure(sizes=(10, 1000, 10000), rounds: int = 200) -> list[dict]:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pooler.settings")
+    django.setup()
+    from django.core.management import call_command
+
+    from accounts.models import Pool, PoolMembership, UpstreamAccount
+    from proxy.routing import plan_turn
+
+    call_command("migrate", verbosity=0)
+    results = []
+    for size in sizes:
+        pool = Pool.objects.create(name=f"bench-routing-{size}-{int(time.time())}")
+        accounts = UpstreamAccount.objects.bulk_create(
+            UpstreamAccount(label=f"{pool.name}-{i}", chatgpt_account_id=f"{pool.name}-{i}",
+                            primary_used_percent=(i * 7) % 100, secondary_used_percent=(i * 3) % 100)
+            for i in range(size))
+        PoolMembership.objects.bulk_create(PoolMembership(pool=pool, account=a) for a in accounts)
+        plan_turn(pool, "gpt-5.2", None)  # warm caches and connections
+        timings = []
+        for i in range(rounds):
+            start = time.perf_counter()
+            plan_turn(pool, "gpt-5.2", f"session-{i % 20}")
+            timings.append((time.perf_counter() - start) * 1000)
+        timings.sort()
+        results.append({"accounts": size, "p50_ms": statistics.median(timings),
+                        "p99_ms": timings[int(len(timings) * 0.99) - 1]})
+        UpstreamAccount.objects.filter(pk__in=[a.pk for a in accounts]).delete()
+        pool.delete()
+    return results
+
+
+if __name__ == "__main__":
+    for row in measure():
+        print(row)
