@@ -1,0 +1,250 @@
+"""`make bench`: what the pooler adds on top of a direct connection to the backend, and how it scales.
+
+Drives the same Codex turns (40 KB bodies, tens to hundreds of SSE events) directly against the simulator
+and through the pooler to the simulator, in one run, and writes a Markdown table to bench/RESULTS.md.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import websockets
+
+from bench.stack import REPO, Stack, free_port, start_stack
+
+RESULTS = REPO / "bench" / "RESULTS.md"
+BODY_BYTES = 40 * 1024
+
+
+def turn_body(i: int) -> dict:
+    filler = ("You are Codex, a coding agent. " * (BODY_BYTES // 31))[:BODY_BYTES]
+    return {"model": "gpt-5.2", "stream": True, "store": False, "include": ["reasoning.encrypted_content"],
+            "prompt_cache_key": f"bench-{i}", "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": filler}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"turn {i}"}]}]}
+
+
+@dataclass
+class Target:
+    name: str
+    base_url: str
+    headers: dict
+
+
+def targets(stack: Stack) -> tuple[Target, Target]:
+    account = stack.accounts[0]
+    direct = Target("direct", f"{stack.simulator_url}/backend-api/codex",
+                    {"Authorization": f"Bearer {account['access_token']}", "chatgpt-account-id": account["account_id"]})
+    pooled = Target("pooler", stack.codex_base_url, {"Authorization": f"Bearer {stack.api_key}"})
+    return direct, pooled
+
+
+async def one_turn(client: httpx.AsyncClient, target: Target, i: int) -> tuple[float, float]:
+    """(time to first byte, whole turn) in milliseconds."""
+    start = time.perf_counter()
+    first = None
+    async with client.stream("POST", f"{target.base_url}/responses", json=turn_body(i),
+                             headers={**target.headers, "session-id": f"bench-{i}"}) as response:
+        response.raise_for_status()
+        async for _ in response.aiter_raw():
+            if first is None:
+                first = time.perf_counter()
+    end = time.perf_counter()
+    return (first - start) * 1000, (end - start) * 1000
+
+
+async def run_turns(target: Target, concurrency: int, turns: int) -> list[tuple[float, float]]:
+    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        queue = iter(range(turns))
+        results = []
+
+        async def worker():
+            for i in queue:
+                results.append(await one_turn(client, target, i))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def saturation(target: Target, concurrency: int, seconds: float) -> float:
+    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
+    done = 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        async def worker(w: int):
+            nonlocal done
+            i = 0
+            while time.perf_counter() < deadline:
+                await one_turn(client, target, w * 100000 + i)
+                done += 1
+                i += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+def rss_kb(pid: int) -> tuple[int, int]:
+    """(current, peak) resident memory of a process in KiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+async def open_streams(target: Target, count: int, pooler_pid: int) -> float:
+    """KiB of pooler memory per open stream: open `count` slow streams, measure, let them finish."""
+    before, _ = rss_kb(pooler_pid)
+    limits = httpx.Limits(max_connections=count + 10)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        opened = asyncio.Event()
+        started = 0
+
+        async def stream(i):
+            nonlocal started
+            async with client.stream("POST", f"{target.base_url}/responses", json=turn_body(i),
+                                     headers={**target.headers, "session-id": f"open-{i}"}) as response:
+                chunks = response.aiter_raw()
+                await anext(chunks)
+                started += 1
+                if started == count:
+                    opened.set()
+                async for _ in chunks:
+                    pass
+
+        tasks = [asyncio.create_task(stream(i)) for i in range(count)]
+        await asyncio.wait_for(opened.wait(), 120)
+        during, _ = rss_kb(pooler_pid)
+        await asyncio.gather(*tasks)
+    return max(during - before, 0) / count
+
+
+async def open_websockets(stack: Stack, count: int, pooler_pid: int) -> float:
+    url = stack.codex_base_url.replace("http://", "ws://") + "/responses"
+    before, _ = rss_kb(pooler_pid)
+    sockets = []
+    for i in range(count):
+        ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {stack.api_key}",
+                                                               "session-id": f"ws-{i}"}, max_size=None)
+        await ws.send(json.dumps({"type": "response.create", **turn_body(i)}))
+        await ws.recv()
+        sockets.append(ws)
+    during, _ = rss_kb(pooler_pid)
+    for ws in sockets:
+        await ws.close()
+    return max(during - before, 0) / count
+
+
+async def websocket_turns(url: str, headers: dict, turns: int) -> list[float]:
+    timings = []
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+        for i in range(turns):
+            start = time.perf_counter()
+            await ws.send(json.dumps({"type": "response.create", **turn_body(i)}))
+            while json.loads(await ws.recv())["type"] not in ("response.completed", "response.failed", "error"):
+                pass
+            timings.append((time.perf_counter() - start) * 1000)
+    return timings
+
+
+def db_queries(stack: Stack) -> float:
+    text = httpx.get(f"{stack.pooler_url}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("pooler_db_queries_total"))
+
+
+def set_event_delay(stack: Stack, seconds: float) -> None:
+    for account in stack.accounts:
+        httpx.patch(f"{stack.simulator_url}/_sim/accounts/{account['account_id']}",
+                    json={"event_delay": seconds}).raise_for_status()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer turns (a smoke run)")
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    logs = REPO / ".cache" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    db = logs / "bench.sqlite3"
+    db.unlink(missing_ok=True)
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{db}")
+    stack = start_stack(free_port(), "bench", 3, sim_fields={"percent_per_turn": 0.0, "deltas": 60}, logs=logs)
+    pooler_pid = stack.processes[-1].pid
+    direct, pooled = targets(stack)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        for concurrency, turns in [(1, 100), (50, 1000), (200, 2000)]:
+            turns = max(int(turns * scale), concurrency)
+            d = asyncio.run(run_turns(direct, concurrency, turns))
+            p = asyncio.run(run_turns(pooled, concurrency, turns))
+            for q in (50, 99):
+                dv, pv = percentile([x[0] for x in d], q), percentile([x[0] for x in p], q)
+                rows.append((f"TTFB p{q}, {concurrency} concurrent streams", f"{dv:.1f} ms", f"{pv:.1f} ms",
+                             f"+{pv - dv:.1f} ms ({pv / dv:.2f}×)"))
+        seconds = 10 * scale
+        d_rate = asyncio.run(saturation(direct, 64, seconds))
+        p_rate = asyncio.run(saturation(pooled, 64, seconds))
+        rows.append(("turns per second at saturation (64 clients)", f"{d_rate:.0f}", f"{p_rate:.0f}",
+                     f"{p_rate / d_rate:.2f}× of direct"))
+        before = db_queries(stack)
+        asyncio.run(run_turns(pooled, 1, 100))
+        rows.append(("database queries per turn (hot path and accounting)", "—",
+                     f"{(db_queries(stack) - before) / 100:.1f}", ""))
+        ws_url = stack.codex_base_url.replace("http://", "ws://") + "/responses"
+        direct_ws = asyncio.run(websocket_turns(f"{direct.base_url.replace('http://', 'ws://')}/responses",
+                                                direct.headers, int(100 * scale)))
+        pooled_ws = asyncio.run(websocket_turns(ws_url, pooled.headers, int(100 * scale)))
+        dw, pw = statistics.median(direct_ws), statistics.median(pooled_ws)
+        rows.append(("websocket turn, p50 (one connection)", f"{dw:.1f} ms", f"{pw:.1f} ms", f"+{pw - dw:.1f} ms"))
+        set_event_delay(stack, 0.05)
+        per_stream = asyncio.run(open_streams(pooled, int(500 * scale) or 50, pooler_pid))
+        per_ws = asyncio.run(open_websockets(stack, int(200 * scale) or 20, pooler_pid))
+        set_event_delay(stack, 0)
+        _, peak = rss_kb(pooler_pid)
+        rows.append((f"pooler memory per open SSE stream ({int(500 * scale) or 50} open)", "—",
+                     f"{per_stream:.0f} KiB", ""))
+        rows.append((f"pooler memory per open websocket ({int(200 * scale) or 20} open)", "—", f"{per_ws:.0f} KiB",
+                     ""))
+        rows.append(("pooler peak memory (whole run)", "—", f"{peak / 1024:.0f} MiB", ""))
+    finally:
+        stack.stop()
+    routing = subprocess.run([sys.executable, "-c", "import json; from bench.routing import measure; "
+                              "print(json.dumps(measure()))"], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ}, check=True)
+    for row in json.loads(routing.stdout.strip().splitlines()[-1]):
+        rows.append((f"routing decision, {row['accounts']} accounts (p50 / p99)", "—",
+                     f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} ms", ""))
+    write_results(rows, args)
+
+
+def write_results(rows, args) -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
+              f"{'PostgreSQL' if 'postgres' in os.environ.get('DATABASE_URL', '') else 'SQLite'}"
+    lines = [
+        "# Benchmark results", "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", f"- machine: {machine}",
+        f"- command: `make bench`{' (--quick)' if args.quick else ''} (`python -m bench.run`)",
+        "- turns: 40 KB request bodies, 60 text deltas (about 70 SSE events) per turn, simulator on loopback", "",
+        "| measure | direct to simulator | through the pooler | pooler adds |", "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], "",
+    ]
+    RESULTS.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
