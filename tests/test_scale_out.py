@@ -1,0 +1,125 @@
+"""Two pooler processes on one database behave as one: limits, concurrency, stickiness and refresh."""
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from accounts.models import ConcurrencySlot, RequestLog
+from tests.codex_turns import session_headers, turn_body
+from tests.factories import make_account, make_key, make_pool
+from tests.support.pooler import PoolerServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def second_pooler(django_db_setup, django_db_blocker, simulator):
+    server = PoolerServer(extra_env={"POOLER_AUTH_BASE_URL": simulator.url})
+    yield server
+    server.close()
+
+
+async def _post_all(urls_and_keys: list[tuple[str, str]]) -> list[int]:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as client:
+        async def one(url, key):
+            response = await client.post(f"{url}/responses", json=turn_body(), headers=session_headers(key))
+            return response.status_code
+
+        return await asyncio.gather(*(one(url, key) for url, key in urls_and_keys))
+
+
+def turns_seen(simulator, account_ids: set[str]) -> int:
+    return sum(1 for r in simulator.requests() if r["account_id"] in account_ids and r.get("kind") == "turn")
+
+
+def test_rpm_limit_holds_across_two_processes(pooler, second_pooler, simulator):
+    pool = make_pool()
+    accounts = {make_account(pool, simulator, sim_fields={"percent_per_turn": 0.0}).chatgpt_account_id
+                for _ in range(3)}
+    key_row, key = make_key(pool, rpm=30)
+    targets = [(p.codex_base_url, key) for p in (pooler, second_pooler) for _ in range(30)]
+    statuses = asyncio.run(_post_all(targets))
+    assert statuses.count(200) == 30 and statuses.count(429) == 30
+    assert turns_seen(simulator, accounts) == 30
+    refused = RequestLog.objects.filter(api_key=key_row, status_code=429)
+    assert refused.count() == 30 and all(r.attempts == [] and r.error_code == "key_rpm_limit" for r in refused)
+
+
+def test_concurrent_stream_limit_holds_and_slots_are_released(pooler, second_pooler, simulator):
+    pool = make_pool()
+    account = make_account(pool, simulator)
+    simulator.patch_account(account.chatgpt_account_id, event_delay=0.2)
+    key_row, key = make_key(pool, max_concurrent=2)
+    simulator.reset_stats()
+
+    async def run():
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def full(server):
+                response = await client.post(f"{server.codex_base_url}/responses", json=turn_body(),
+                                             headers=session_headers(key))
+                return response.status_code
+
+            async def abandoned(server):
+                async with client.stream("POST", f"{server.codex_base_url}/responses", json=turn_body(),
+                                         headers=session_headers(key)) as response:
+                    if response.status_code == 200:
+                        await anext(response.aiter_raw())  # then walk away mid-stream
+                    return response.status_code
+
+            return await asyncio.gather(full(pooler), full(second_pooler), abandoned(pooler),
+                                        abandoned(second_pooler), full(pooler))
+
+    statuses = asyncio.run(run())
+    assert statuses.count(200) == 2 and statuses.count(429) == 3
+    assert simulator.stats()["max_open_streams"] <= 2
+    deadline = time.monotonic() + 10
+    while ConcurrencySlot.objects.filter(api_key=key_row).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not ConcurrencySlot.objects.filter(api_key=key_row).exists()
+    simulator.patch_account(account.chatgpt_account_id, event_delay=0)
+
+
+def test_a_session_lands_on_one_account_via_either_process(pooler, second_pooler, simulator):
+    pool = make_pool(strategy="round_robin")
+    for _ in range(3):
+        make_account(pool, simulator)
+    key_row, key = make_key(pool)
+    session = str(uuid.uuid4())
+    for server in [pooler, second_pooler, pooler, second_pooler]:
+        response = httpx.post(f"{server.codex_base_url}/responses", json=turn_body(session=session),
+                              headers=session_headers(key, session), timeout=30)
+        assert response.status_code == 200
+    deadline = time.monotonic() + 5
+    while RequestLog.objects.filter(api_key=key_row).count() < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert RequestLog.objects.filter(api_key=key_row).values("account").distinct().count() == 1
+
+
+def test_an_expiring_token_is_refreshed_once_by_two_processes(pooler, second_pooler, simulator):
+    pool = make_pool()
+    account = make_account(pool, simulator, token_expires_at=timezone.now() + timedelta(seconds=30))
+    _, key = make_key(pool)
+    targets = [(p.codex_base_url, key) for p in (pooler, second_pooler) for _ in range(8)]
+    statuses = asyncio.run(_post_all(targets))
+    assert statuses == [200] * 16
+    assert simulator.get_account(account.chatgpt_account_id)["refresh_count"] == 1
+    account.refresh_from_db()
+    assert account.token_expires_at > timezone.now() + timedelta(minutes=10)
+
+
+def test_tokens_per_day_counts_real_usage(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    _, key = make_key(pool, tokens_per_day=100)  # one 40-token-ish turn is fine; a body of ~2 KB is not
+    url = f"{pooler.codex_base_url}/responses"
+    first = httpx.post(url, json=turn_body("x" * 2000), headers=session_headers(key), timeout=30)
+    assert first.status_code == 200
+    time.sleep(0.3)
+    refused = httpx.post(url, json=turn_body(), headers=session_headers(key), timeout=30)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_tokens_per_day_limit"
+    assert int(refused.headers["Retry-After"]) > 0
