@@ -65,7 +65,9 @@ class AccountForm(forms.ModelForm):
     """Tokens are never shown; a pasted auth.json replaces them."""
 
     auth_json = forms.CharField(
-        label="auth.json", required=False, widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off"}),
+        label="auth.json",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off"}),
         help_text="Paste the Codex CLI's auth.json (~/.codex/auth.json) to add or re-authorise the account.",
     )
     pool = forms.ModelChoiceField(Pool.objects.all(), required=False, help_text="Add the account to this pool.")
@@ -95,13 +97,26 @@ class AccountForm(forms.ModelForm):
 class UpstreamAccountAdmin(AuditedAdmin):
     form = AccountForm
     list_display = [
-        "label", "status", "plan_type", "primary_used_percent", "secondary_used_percent", "cooldown_until",
-        "consecutive_failures", "last_error", "token_expires_at",
+        "label",
+        "status",
+        "plan_type",
+        "primary_used_percent",
+        "secondary_used_percent",
+        "cooldown_until",
+        "consecutive_failures",
+        "last_error",
+        "token_expires_at",
     ]
     list_filter = ["status", "plan_type"]
     search_fields = ["label", "email", "chatgpt_account_id"]
-    readonly_fields = ["token_expires_at", "last_refresh_at", "quota_observed_at", "last_used_at", "created_at",
-                       "updated_at"]
+    readonly_fields = [
+        "token_expires_at",
+        "last_refresh_at",
+        "quota_observed_at",
+        "last_used_at",
+        "created_at",
+        "updated_at",
+    ]
     actions = ["pause_accounts", "resume_accounts", "refresh_tokens", "poll_quotas", "send_test_turns"]
 
     def get_fields(self, request, obj=None):
@@ -115,8 +130,13 @@ class UpstreamAccountAdmin(AuditedAdmin):
         pool = form.cleaned_data.get("pool")
         if tokens:
             try:
-                account = store_account(tokens, pool or obj.memberships.first().pool, label=obj.label,
-                                        base_url=obj.base_url, actor=actor_of(request))
+                account = store_account(
+                    tokens,
+                    pool or obj.memberships.first().pool,
+                    label=obj.label,
+                    base_url=obj.base_url,
+                    actor=actor_of(request),
+                )
             except (ImportError_, AttributeError) as exc:
                 self.message_user(request, f"auth.json not imported: {exc}", messages.ERROR)
                 return
@@ -151,15 +171,22 @@ class UpstreamAccountAdmin(AuditedAdmin):
             except Exception as exc:  # noqa: BLE001 - any failure is reported to the operator, not raised
                 verdict = f"failed: {getattr(exc, 'reason', None) or type(exc).__name__}"
             audit.record(actor_of(request), action, account, None, {"result": verdict})
-            self.message_user(request, f"{account.label}: {action} {verdict}",
-                              messages.ERROR if str(verdict).startswith(("failed", "HTTP")) else messages.SUCCESS)
+            self.message_user(
+                request,
+                f"{account.label}: {action} {verdict}",
+                messages.ERROR if str(verdict).startswith(("failed", "HTTP")) else messages.SUCCESS,
+            )
 
     @admin.action(description="Refresh access token now")
     def refresh_tokens(self, request, queryset):
         from proxy.tokens import refresh_account
 
-        self._run_each(request, queryset, "refresh_token",
-                       lambda a: "ok" if refresh_account(a.pk, actor=actor_of(request), force=True) else "")
+        self._run_each(
+            request,
+            queryset,
+            "refresh_token",
+            lambda a: "ok" if refresh_account(a.pk, actor=actor_of(request), force=True) else "",
+        )
 
     @admin.action(description="Poll quota now")
     def poll_quotas(self, request, queryset):
@@ -167,8 +194,10 @@ class UpstreamAccountAdmin(AuditedAdmin):
 
         def poll(account):
             fields = poll_quota(account)
-            return f"primary {fields.get('primary_used_percent', '?')}%, secondary " \
-                   f"{fields.get('secondary_used_percent', '?')}%"
+            return (
+                f"primary {fields.get('primary_used_percent', '?')}%, secondary "
+                f"{fields.get('secondary_used_percent', '?')}%"
+            )
 
         self._run_each(request, queryset, "poll_quota", poll)
 
@@ -205,8 +234,20 @@ class PoolApiKeyAdmin(SecretIssuingAdmin):
     list_display = ["prefix", "name", "pool", "usage", "expires_at", "revoked_at", "last_used_at"]
     list_filter = ["pool"]
     search_fields = ["name", "prefix"]
-    fields = ["pool", "name", "prefix", "usage", "rpm", "tokens_per_day", "max_concurrent", "allowed_models",
-              "expires_at", "revoked_at", "created_at", "last_used_at"]
+    fields = [
+        "pool",
+        "name",
+        "prefix",
+        "usage",
+        "rpm",
+        "tokens_per_day",
+        "max_concurrent",
+        "allowed_models",
+        "expires_at",
+        "revoked_at",
+        "created_at",
+        "last_used_at",
+    ]
     readonly_fields = SecretIssuingAdmin.readonly_fields + ["usage"]
 
     @admin.display(description="usage now / limit")
@@ -221,9 +262,13 @@ class PoolApiKeyAdmin(SecretIssuingAdmin):
         def part(label, value, limit):
             return f"{label} {value}/{limit if limit else '∞'}"
 
-        return " · ".join([part("req/min", used["requests_last_minute"], used["rpm"]),
-                           part("tokens today", used["tokens_today"], used["tokens_per_day"]),
-                           part("streams", used["open_streams"], used["max_concurrent"])])
+        return " · ".join(
+            [
+                part("req/min", used["requests_last_minute"], used["rpm"]),
+                part("tokens today", used["tokens_today"], used["tokens_per_day"]),
+                part("streams", used["open_streams"], used["max_concurrent"]),
+            ]
+        )
 
 
 @admin.register(McpToken)
@@ -251,10 +296,33 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(RequestLog)
 class RequestLogAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "route", "transport", "pool", "api_key", "account", "model", "status_code",
-                    "outcome", "ttft_ms", "duration_ms", "total_tokens", "migrated_from"]
-    list_filter = ["created_at", "pool", "route", "status_code", "outcome", "model", "transport", "account",
-                   "api_key", "is_prewarm"]
+    list_display = [
+        "created_at",
+        "route",
+        "transport",
+        "pool",
+        "api_key",
+        "account",
+        "model",
+        "status_code",
+        "outcome",
+        "ttft_ms",
+        "duration_ms",
+        "total_tokens",
+        "migrated_from",
+    ]
+    list_filter = [
+        "created_at",
+        "pool",
+        "route",
+        "status_code",
+        "outcome",
+        "model",
+        "transport",
+        "account",
+        "api_key",
+        "is_prewarm",
+    ]
     search_fields = ["request_id", "model", "error_code"]
     date_hierarchy = "created_at"
     exclude = ["attempts"]
@@ -262,11 +330,17 @@ class RequestLogAdmin(ReadOnlyAdmin):
 
     @admin.display(description="attempts")
     def attempt_table(self, log):
-        return format_html_join(
-            mark_safe("<br>"), "{}. {} → {} (HTTP {}, {} ms)",
-            ((i + 1, a.get("account"), a.get("outcome"), a.get("status") or "-", a.get("ms"))
-             for i, a in enumerate(log.attempts or [])),
-        ) or "no upstream attempt"
+        return (
+            format_html_join(
+                mark_safe("<br>"),
+                "{}. {} → {} (HTTP {}, {} ms)",
+                (
+                    (i + 1, a.get("account"), a.get("outcome"), a.get("status") or "-", a.get("ms"))
+                    for i, a in enumerate(log.attempts or [])
+                ),
+            )
+            or "no upstream attempt"
+        )
 
 
 @admin.register(AuditLog)

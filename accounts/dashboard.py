@@ -19,8 +19,14 @@ def _bars(rows: dict, slots: list, field: str) -> list[dict]:
     top = max(values) or 1
     width = _CHART_WIDTH / len(slots)
     return [
-        {"x": round(i * width, 1), "width": round(width - 2, 1), "height": round(v / top * (_CHART_HEIGHT - 16), 1),
-         "y": round(_CHART_HEIGHT - v / top * (_CHART_HEIGHT - 16), 1), "value": v, "label": slot}
+        {
+            "x": round(i * width, 1),
+            "width": round(width - 2, 1),
+            "height": round(v / top * (_CHART_HEIGHT - 16), 1),
+            "y": round(_CHART_HEIGHT - v / top * (_CHART_HEIGHT - 16), 1),
+            "value": v,
+            "label": slot,
+        }
         for i, (slot, v) in enumerate(zip(slots, values, strict=True))
     ]
 
@@ -28,16 +34,21 @@ def _bars(rows: dict, slots: list, field: str) -> list[dict]:
 def _series(since, trunc, step: timedelta, count: int, now) -> dict:
     rows = {
         row["slot"]: row
-        for row in RequestLog.objects.filter(created_at__gte=since).annotate(slot=trunc("created_at"))
-        .values("slot").annotate(requests=Count("id"), tokens=Sum("total_tokens"))
+        for row in RequestLog.objects.filter(created_at__gte=since)
+        .annotate(slot=trunc("created_at"))
+        .values("slot")
+        .annotate(requests=Count("id"), tokens=Sum("total_tokens"))
     }
     first = trunc_now = now.replace(minute=0, second=0, microsecond=0)
     if step >= timedelta(days=1):
         trunc_now = first.replace(hour=0)
     slots = [trunc_now - step * (count - 1 - i) for i in range(count)]
-    return {"requests": _bars(rows, slots, "requests"), "tokens": _bars(rows, slots, "tokens"),
-            "total_requests": sum(r["requests"] for r in rows.values()),
-            "total_tokens": sum(r["tokens"] or 0 for r in rows.values())}
+    return {
+        "requests": _bars(rows, slots, "requests"),
+        "tokens": _bars(rows, slots, "tokens"),
+        "total_requests": sum(r["requests"] for r in rows.values()),
+        "total_tokens": sum(r["tokens"] or 0 for r in rows.values()),
+    }
 
 
 def _pool_capacity(pool: Pool, now) -> dict:
@@ -45,11 +56,16 @@ def _pool_capacity(pool: Pool, now) -> dict:
     for member in pool.memberships.select_related("account"):
         account = member.account
         primary, secondary = account.window_used(now)
-        accounts.append({
-            "account": account, "enabled": member.enabled, "why_not": account.ineligibility(None, now),
-            "primary": min(primary, 100), "secondary": min(secondary, 100),
-            "cooling": account.cooldown_until if account.cooldown_until and account.cooldown_until > now else None,
-        })
+        accounts.append(
+            {
+                "account": account,
+                "enabled": member.enabled,
+                "why_not": account.ineligibility(None, now),
+                "primary": min(primary, 100),
+                "secondary": min(secondary, 100),
+                "cooling": account.cooldown_until if account.cooldown_until and account.cooldown_until > now else None,
+            }
+        )
     eligible = [a for a in accounts if a["enabled"] and not a["why_not"]]
     resets = [t for a in accounts if (t := a["account"].available_at(now))]
     return {"pool": pool, "accounts": accounts, "eligible": len(eligible), "soonest_reset": min(resets, default=None)}
@@ -65,10 +81,15 @@ def dashboard(request):
         "day": _series(now - timedelta(hours=24), TruncHour, timedelta(hours=1), 24, now),
         "week": _series(week.replace(hour=0, minute=0, second=0, microsecond=0), TruncDay, timedelta(days=1), 7, now),
         "top_keys": RequestLog.objects.filter(created_at__gte=week, api_key__isnull=False)
-        .values("api_key__prefix", "api_key__name").annotate(tokens=Sum("total_tokens"), requests=Count("id"))
+        .values("api_key__prefix", "api_key__name")
+        .annotate(tokens=Sum("total_tokens"), requests=Count("id"))
         .order_by("-tokens")[:10],
-        "top_models": RequestLog.objects.filter(created_at__gte=week).exclude(model="").values("model")
-        .annotate(tokens=Sum("total_tokens"), requests=Count("id")).order_by("-tokens")[:10],
-        "chart_width": _CHART_WIDTH, "chart_height": _CHART_HEIGHT,
+        "top_models": RequestLog.objects.filter(created_at__gte=week)
+        .exclude(model="")
+        .values("model")
+        .annotate(tokens=Sum("total_tokens"), requests=Count("id"))
+        .order_by("-tokens")[:10],
+        "chart_width": _CHART_WIDTH,
+        "chart_height": _CHART_HEIGHT,
     }
     return TemplateResponse(request, "admin/pooler_dashboard.html", context)

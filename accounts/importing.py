@@ -20,7 +20,7 @@ def parse_auth_json(text: str) -> dict:
         raise ImportError_(f"auth.json is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if not isinstance(tokens, dict):
-        raise ImportError_("auth.json has no \"tokens\" object (is this a ChatGPT login, not an API key?)")
+        raise ImportError_('auth.json has no "tokens" object (is this a ChatGPT login, not an API key?)')
     missing = [name for name in ("id_token", "access_token", "refresh_token") if not tokens.get(name)]
     if missing:
         raise ImportError_(f"auth.json tokens lack {', '.join(missing)}")
@@ -60,6 +60,7 @@ def store_account(
             account.base_url = base_url
         account.save()
         PoolMembership.objects.get_or_create(pool=pool, account=account)
-        audit.record(actor, "import_account" if created else "reimport_account", account, before,
-                     audit.snapshot(account))
+        audit.record(
+            actor, "import_account" if created else "reimport_account", account, before, audit.snapshot(account)
+        )
     return account

@@ -28,11 +28,19 @@ class PkceLogin:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def authorize_url(self) -> str:
-        query = urlencode({
-            "response_type": "code", "client_id": settings.POOLER_OAUTH_CLIENT_ID, "redirect_uri": self.redirect_uri,
-            "scope": SCOPE, "code_challenge": self.challenge, "code_challenge_method": "S256", "state": self.state,
-            "id_token_add_organizations": "true", "codex_cli_simplified_flow": "true",
-        })
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": settings.POOLER_OAUTH_CLIENT_ID,
+                "redirect_uri": self.redirect_uri,
+                "scope": SCOPE,
+                "code_challenge": self.challenge,
+                "code_challenge_method": "S256",
+                "state": self.state,
+                "id_token_add_organizations": "true",
+                "codex_cli_simplified_flow": "true",
+            }
+        )
         return f"{settings.POOLER_AUTH_BASE_URL.rstrip('/')}/oauth/authorize?{query}"
 
     def code_from_redirect(self, url: str) -> str:
@@ -51,15 +59,22 @@ class PkceLogin:
         try:
             response = httpx.post(
                 f"{settings.POOLER_AUTH_BASE_URL.rstrip('/')}/oauth/token",
-                data={"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
-                      "client_id": settings.POOLER_OAUTH_CLIENT_ID, "code_verifier": self.verifier},
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": self.redirect_uri,
+                    "client_id": settings.POOLER_OAUTH_CLIENT_ID,
+                    "code_verifier": self.verifier,
+                },
                 timeout=30,
             )
         except httpx.HTTPError as exc:
             raise LoginFailed(f"cannot reach the auth server: {type(exc).__name__}") from None
         if response.status_code != 200:
-            raise LoginFailed("the login code expired or was already used; run login_account again "
-                              f"(auth server said HTTP {response.status_code})")
+            raise LoginFailed(
+                "the login code expired or was already used; run login_account again "
+                f"(auth server said HTTP {response.status_code})"
+            )
         tokens = response.json()
         if not all(tokens.get(k) for k in ("id_token", "access_token", "refresh_token")):
             raise LoginFailed("the auth server answered without the expected tokens")

@@ -2,7 +2,6 @@
 
 import argparse
 import time
-from pathlib import Path
 
 from bench.stack import REPO, start_stack
 
@@ -37,13 +36,14 @@ def main() -> None:
     home.mkdir(exist_ok=True)
     (home / "config.toml").write_text(CONFIG.format(base_url=stack.codex_base_url))
     codex = REPO / ".cache" / "codex" / "node_modules" / ".bin" / "codex"
-    print(f"""
+    print(
+        f"""
 Codex Pooler demo is up.
   pooler     {stack.pooler_url}   (admin: {stack.pooler_url}/admin/ after `python manage.py createsuperuser`)
   simulator  {stack.simulator_url}   (a fake ChatGPT backend with 3 accounts)
   logs       {logs}
 
-config.toml written to {home / 'config.toml'}:
+config.toml written to {home / "config.toml"}:
 
 {CONFIG.format(base_url=stack.codex_base_url)}
 Try it in another terminal:
@@ -51,7 +51,9 @@ Try it in another terminal:
   export CODEX_POOLER_API_KEY={stack.api_key}
   CODEX_HOME={home} {codex} exec --skip-git-repo-check "hello pooler" </dev/null
 
-Press Ctrl-C to stop.""", flush=True)
+Press Ctrl-C to stop.""",
+        flush=True,
+    )
     try:
         while all(p.poll() is None for p in stack.processes):
             time.sleep(1)

@@ -20,9 +20,14 @@ def measure(sizes=(10, 1000, 10000), rounds: int = 200) -> list[dict]:
     for size in sizes:
         pool = Pool.objects.create(name=f"bench-routing-{size}-{int(time.time())}")
         accounts = UpstreamAccount.objects.bulk_create(
-            UpstreamAccount(label=f"{pool.name}-{i}", chatgpt_account_id=f"{pool.name}-{i}",
-                            primary_used_percent=(i * 7) % 100, secondary_used_percent=(i * 3) % 100)
-            for i in range(size))
+            UpstreamAccount(
+                label=f"{pool.name}-{i}",
+                chatgpt_account_id=f"{pool.name}-{i}",
+                primary_used_percent=(i * 7) % 100,
+                secondary_used_percent=(i * 3) % 100,
+            )
+            for i in range(size)
+        )
         PoolMembership.objects.bulk_create(PoolMembership(pool=pool, account=a) for a in accounts)
         plan_turn(pool, "gpt-5.2", None)  # warm caches and connections
         timings = []
@@ -31,8 +36,9 @@ def measure(sizes=(10, 1000, 10000), rounds: int = 200) -> list[dict]:
             plan_turn(pool, "gpt-5.2", f"session-{i % 20}")
             timings.append((time.perf_counter() - start) * 1000)
         timings.sort()
-        results.append({"accounts": size, "p50_ms": statistics.median(timings),
-                        "p99_ms": timings[int(len(timings) * 0.99) - 1]})
+        results.append(
+            {"accounts": size, "p50_ms": statistics.median(timings), "p99_ms": timings[int(len(timings) * 0.99) - 1]}
+        )
         UpstreamAccount.objects.filter(pk__in=[a.pk for a in accounts]).delete()
         pool.delete()
     return results

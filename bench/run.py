@@ -28,10 +28,17 @@ BODY_BYTES = 40 * 1024
 
 def turn_body(i: int) -> dict:
     filler = ("You are Codex, a coding agent. " * (BODY_BYTES // 31))[:BODY_BYTES]
-    return {"model": "gpt-5.2", "stream": True, "store": False, "include": ["reasoning.encrypted_content"],
-            "prompt_cache_key": f"bench-{i}", "input": [
-                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": filler}]},
-                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"turn {i}"}]}]}
+    return {
+        "model": "gpt-5.2",
+        "stream": True,
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": f"bench-{i}",
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": filler}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"turn {i}"}]},
+        ],
+    }
 
 
 @dataclass
@@ -43,8 +50,11 @@ class Target:
 
 def targets(stack: Stack) -> tuple[Target, Target]:
     account = stack.accounts[0]
-    direct = Target("direct", f"{stack.simulator_url}/backend-api/codex",
-                    {"Authorization": f"Bearer {account['access_token']}", "chatgpt-account-id": account["account_id"]})
+    direct = Target(
+        "direct",
+        f"{stack.simulator_url}/backend-api/codex",
+        {"Authorization": f"Bearer {account['access_token']}", "chatgpt-account-id": account["account_id"]},
+    )
     pooled = Target("pooler", stack.codex_base_url, {"Authorization": f"Bearer {stack.api_key}"})
     return direct, pooled
 
@@ -53,8 +63,12 @@ async def one_turn(client: httpx.AsyncClient, target: Target, i: int) -> tuple[f
     """(time to first byte, whole turn) in milliseconds."""
     start = time.perf_counter()
     first = None
-    async with client.stream("POST", f"{target.base_url}/responses", json=turn_body(i),
-                             headers={**target.headers, "session-id": f"bench-{i}"}) as response:
+    async with client.stream(
+        "POST",
+        f"{target.base_url}/responses",
+        json=turn_body(i),
+        headers={**target.headers, "session-id": f"bench-{i}"},
+    ) as response:
         response.raise_for_status()
         async for _ in response.aiter_raw():
             if first is None:
@@ -87,6 +101,7 @@ async def saturation(target: Target, concurrency: int, seconds: float) -> float:
     done = 0
     deadline = time.perf_counter() + seconds
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
         async def worker(w: int):
             nonlocal done
             i = 0
@@ -116,8 +131,12 @@ async def open_streams(target: Target, count: int, pooler_pid: int) -> float:
 
         async def stream(i):
             nonlocal started
-            async with client.stream("POST", f"{target.base_url}/responses", json=turn_body(i),
-                                     headers={**target.headers, "session-id": f"open-{i}"}) as response:
+            async with client.stream(
+                "POST",
+                f"{target.base_url}/responses",
+                json=turn_body(i),
+                headers={**target.headers, "session-id": f"open-{i}"},
+            ) as response:
                 chunks = response.aiter_raw()
                 await anext(chunks)
                 started += 1
@@ -138,8 +157,9 @@ async def open_websockets(stack: Stack, count: int, pooler_pid: int) -> float:
     before, _ = rss_kb(pooler_pid)
     sockets = []
     for i in range(count):
-        ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {stack.api_key}",
-                                                               "session-id": f"ws-{i}"}, max_size=None)
+        ws = await websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {stack.api_key}", "session-id": f"ws-{i}"}, max_size=None
+        )
         await ws.send(json.dumps({"type": "response.create", **turn_body(i)}))
         await ws.recv()
         sockets.append(ws)
@@ -168,8 +188,9 @@ def db_queries(stack: Stack) -> float:
 
 def set_event_delay(stack: Stack, seconds: float) -> None:
     for account in stack.accounts:
-        httpx.patch(f"{stack.simulator_url}/_sim/accounts/{account['account_id']}",
-                    json={"event_delay": seconds}).raise_for_status()
+        httpx.patch(
+            f"{stack.simulator_url}/_sim/accounts/{account['account_id']}", json={"event_delay": seconds}
+        ).raise_for_status()
 
 
 def main() -> None:
@@ -193,20 +214,41 @@ def main() -> None:
             p = asyncio.run(run_turns(pooled, concurrency, turns))
             for q in (50, 99):
                 dv, pv = percentile([x[0] for x in d], q), percentile([x[0] for x in p], q)
-                rows.append((f"TTFB p{q}, {concurrency} concurrent streams", f"{dv:.1f} ms", f"{pv:.1f} ms",
-                             f"+{pv - dv:.1f} ms ({pv / dv:.2f}×)"))
+                rows.append(
+                    (
+                        f"TTFB p{q}, {concurrency} concurrent streams",
+                        f"{dv:.1f} ms",
+                        f"{pv:.1f} ms",
+                        f"+{pv - dv:.1f} ms ({pv / dv:.2f}×)",
+                    )
+                )
         seconds = 10 * scale
         d_rate = asyncio.run(saturation(direct, 64, seconds))
         p_rate = asyncio.run(saturation(pooled, 64, seconds))
-        rows.append(("turns per second at saturation (64 clients)", f"{d_rate:.0f}", f"{p_rate:.0f}",
-                     f"{p_rate / d_rate:.2f}× of direct"))
+        rows.append(
+            (
+                "turns per second at saturation (64 clients)",
+                f"{d_rate:.0f}",
+                f"{p_rate:.0f}",
+                f"{p_rate / d_rate:.2f}× of direct",
+            )
+        )
         before = db_queries(stack)
         asyncio.run(run_turns(pooled, 1, 100))
-        rows.append(("database queries per turn (hot path and accounting)", "—",
-                     f"{(db_queries(stack) - before) / 100:.1f}", ""))
+        rows.append(
+            (
+                "database queries per turn (hot path and accounting)",
+                "—",
+                f"{(db_queries(stack) - before) / 100:.1f}",
+                "",
+            )
+        )
         ws_url = stack.codex_base_url.replace("http://", "ws://") + "/responses"
-        direct_ws = asyncio.run(websocket_turns(f"{direct.base_url.replace('http://', 'ws://')}/responses",
-                                                direct.headers, int(100 * scale)))
+        direct_ws = asyncio.run(
+            websocket_turns(
+                f"{direct.base_url.replace('http://', 'ws://')}/responses", direct.headers, int(100 * scale)
+            )
+        )
         pooled_ws = asyncio.run(websocket_turns(ws_url, pooled.headers, int(100 * scale)))
         dw, pw = statistics.median(direct_ws), statistics.median(pooled_ws)
         rows.append(("websocket turn, p50 (one connection)", f"{dw:.1f} ms", f"{pw:.1f} ms", f"+{pw - dw:.1f} ms"))
@@ -215,32 +257,50 @@ def main() -> None:
         per_ws = asyncio.run(open_websockets(stack, int(200 * scale) or 20, pooler_pid))
         set_event_delay(stack, 0)
         _, peak = rss_kb(pooler_pid)
-        rows.append((f"pooler memory per open SSE stream ({int(500 * scale) or 50} open)", "—",
-                     f"{per_stream:.0f} KiB", ""))
-        rows.append((f"pooler memory per open websocket ({int(200 * scale) or 20} open)", "—", f"{per_ws:.0f} KiB",
-                     ""))
+        rows.append(
+            (f"pooler memory per open SSE stream ({int(500 * scale) or 50} open)", "—", f"{per_stream:.0f} KiB", "")
+        )
+        rows.append((f"pooler memory per open websocket ({int(200 * scale) or 20} open)", "—", f"{per_ws:.0f} KiB", ""))
         rows.append(("pooler peak memory (whole run)", "—", f"{peak / 1024:.0f} MiB", ""))
     finally:
         stack.stop()
-    routing = subprocess.run([sys.executable, "-c", "import json; from bench.routing import measure; "
-                              "print(json.dumps(measure()))"], cwd=REPO, capture_output=True, text=True,
-                             env={**os.environ}, check=True)
+    routing = subprocess.run(
+        [sys.executable, "-c", "import json; from bench.routing import measure; print(json.dumps(measure()))"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=True,
+    )
     for row in json.loads(routing.stdout.strip().splitlines()[-1]):
-        rows.append((f"routing decision, {row['accounts']} accounts (p50 / p99)", "—",
-                     f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} ms", ""))
+        rows.append(
+            (
+                f"routing decision, {row['accounts']} accounts (p50 / p99)",
+                "—",
+                f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} ms",
+                "",
+            )
+        )
     write_results(rows, args)
 
 
 def write_results(rows, args) -> None:
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, " \
-              f"{'PostgreSQL' if 'postgres' in os.environ.get('DATABASE_URL', '') else 'SQLite'}"
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{'PostgreSQL' if 'postgres' in os.environ.get('DATABASE_URL', '') else 'SQLite'}"
+    )
     lines = [
-        "# Benchmark results", "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", f"- machine: {machine}",
+        "# Benchmark results",
+        "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {machine}",
         f"- command: `make bench`{' (--quick)' if args.quick else ''} (`python -m bench.run`)",
-        "- turns: 40 KB request bodies, 60 text deltas (about 70 SSE events) per turn, simulator on loopback", "",
-        "| measure | direct to simulator | through the pooler | pooler adds |", "|---|---|---|---|",
-        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], "",
+        "- turns: 40 KB request bodies, 60 text deltas (about 70 SSE events) per turn, simulator on loopback",
+        "",
+        "| measure | direct to simulator | through the pooler | pooler adds |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
     ]
     RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))

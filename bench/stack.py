@@ -75,12 +75,21 @@ def seed(simulator_url: str, pool_name: str, count: int, sim_fields: dict | None
     accounts = []
     for i in range(count):
         tokens = sample_auth_json(email=f"{pool_name}-{i}@example.com")["tokens"]
-        registered = {"account_id": tokens["account_id"], "access_token": tokens["access_token"],
-                      "refresh_token": tokens["refresh_token"], "email": f"{pool_name}-{i}@example.com",
-                      **(sim_fields or {})}
+        registered = {
+            "account_id": tokens["account_id"],
+            "access_token": tokens["access_token"],
+            "refresh_token": tokens["refresh_token"],
+            "email": f"{pool_name}-{i}@example.com",
+            **(sim_fields or {}),
+        }
         httpx.post(f"{simulator_url}/_sim/accounts", json=registered, timeout=10).raise_for_status()
-        store_account(tokens, pool, label=f"{pool_name}-{i}-{tokens['account_id'][-4:]}",
-                      base_url=f"{simulator_url}/backend-api/codex", actor="demo")
+        store_account(
+            tokens,
+            pool,
+            label=f"{pool_name}-{i}-{tokens['account_id'][-4:]}",
+            base_url=f"{simulator_url}/backend-api/codex",
+            actor="demo",
+        )
         accounts.append(registered)
     key = PoolApiKey(pool=pool, name=f"{pool_name} key")
     raw = key.issue()
@@ -88,22 +97,36 @@ def seed(simulator_url: str, pool_name: str, count: int, sim_fields: dict | None
     return raw, accounts
 
 
-def start_stack(port: int, pool_name: str = "demo", accounts: int = 3, sim_fields: dict | None = None,
-                logs: Path | None = None, pooler_env: dict | None = None) -> Stack:
+def start_stack(
+    port: int,
+    pool_name: str = "demo",
+    accounts: int = 3,
+    sim_fields: dict | None = None,
+    logs: Path | None = None,
+    pooler_env: dict | None = None,
+) -> Stack:
     python = sys.executable
     sim_port = free_port()
     simulator_url = f"http://127.0.0.1:{sim_port}"
-    processes = [start([python, "-m", "simulator", "--host", "127.0.0.1", "--port", str(sim_port)],
-                       f"{simulator_url}/_sim/requests", log=logs / "simulator.log" if logs else None)]
+    processes = [
+        start(
+            [python, "-m", "simulator", "--host", "127.0.0.1", "--port", str(sim_port)],
+            f"{simulator_url}/_sim/requests",
+            log=logs / "simulator.log" if logs else None,
+        )
+    ]
     try:
         subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
         raw_key, registered = seed(simulator_url, pool_name, accounts, sim_fields)
         pooler_url = f"http://127.0.0.1:{port}"
-        processes.append(start(
-            [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "pooler.asgi:application"],
-            f"{pooler_url}/healthz", env={"POOLER_AUTH_BASE_URL": simulator_url, **(pooler_env or {})},
-            log=logs / "pooler.log" if logs else None,
-        ))
+        processes.append(
+            start(
+                [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "pooler.asgi:application"],
+                f"{pooler_url}/healthz",
+                env={"POOLER_AUTH_BASE_URL": simulator_url, **(pooler_env or {})},
+                log=logs / "pooler.log" if logs else None,
+            )
+        )
     except BaseException:
         for process in processes:
             process.terminate()

@@ -4,6 +4,5 @@ from pythonjsonlogger.json import JsonFormatter
 
 
 class RequestLineFormatter(JsonFormatter):
-    def __init__(self, *args, **kwargs):
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time"},
-                         *args, **kwargs)
+    def __init__(self, **kwargs):
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time"}, **kwargs)

@@ -3,8 +3,8 @@ from django.urls import include, path
 
 from accounts.dashboard import dashboard
 from proxy import health
-from proxy.metrics import metrics_view
 from proxy.errors import error_json
+from proxy.metrics import metrics_view
 
 urlpatterns = [
     path("healthz", health.healthz),

@@ -55,12 +55,20 @@ class Turn:
         owner = self.plan.owner if self.plan else None
         if owner is not None and owner.id != account.id:
             self.migrated_from = owner
-            self.migration_reason = self.plan.owner_unavailable or (failures[0].code or failures[0].kind
-                                                                    if failures else "owner_unavailable")
+            self.migration_reason = self.plan.owner_unavailable or (
+                failures[0].code or failures[0].kind if failures else "owner_unavailable"
+            )
 
     def attempt(self, account: UpstreamAccount, outcome: str, status: int = 0) -> None:
-        self.attempts.append({"account": account.label, "account_id": account.id, "outcome": outcome,
-                              "status": status, "ms": int((time.monotonic() - self.started) * 1000)})
+        self.attempts.append(
+            {
+                "account": account.label,
+                "account_id": account.id,
+                "outcome": outcome,
+                "status": status,
+                "ms": int((time.monotonic() - self.started) * 1000),
+            }
+        )
 
 
 def _cooldown_seconds(account: UpstreamAccount, failure: UpstreamFailure) -> float:
@@ -82,8 +90,10 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
         fields.update(status=AccountStatus.REAUTH_REQUIRED)
     elif failure.kind in ("connect", "timeout", "closed") or failure.status >= 500 or failure.status == 429:
         seconds = _cooldown_seconds(account, failure)
-        fields.update(cooldown_until=now + timedelta(seconds=seconds),
-                      cooldown_reason=failure.code or failure.kind if failure.status != 429 else "rate_limited")
+        fields.update(
+            cooldown_until=now + timedelta(seconds=seconds),
+            cooldown_reason=failure.code or failure.kind if failure.status != 429 else "rate_limited",
+        )
         fields["consecutive_failures"] = F("consecutive_failures") + 1
     UpstreamAccount.objects.filter(pk=account.pk).update(**fields)
     log.warning("account %s failed a turn before its first byte: %s", account.label, failure.summary())
@@ -96,13 +106,27 @@ def _write(turn: Turn) -> None:
     key, plan, account = turn.key, turn.plan, turn.account
     with transaction.atomic():
         RequestLog.objects.create(
-            created_at=now, request_id=turn.request_id, pool=key.pool if key else None, api_key=key,
-            account=account, route=turn.route, transport=turn.transport, model=turn.model[:100],
-            status_code=turn.status_code, outcome=turn.outcome, error_code=turn.error_code[:60],
-            attempts=turn.attempts, is_stream=turn.is_stream, is_prewarm=turn.is_prewarm,
+            created_at=now,
+            request_id=turn.request_id,
+            pool=key.pool if key else None,
+            api_key=key,
+            account=account,
+            route=turn.route,
+            transport=turn.transport,
+            model=turn.model[:100],
+            status_code=turn.status_code,
+            outcome=turn.outcome,
+            error_code=turn.error_code[:60],
+            attempts=turn.attempts,
+            is_stream=turn.is_stream,
+            is_prewarm=turn.is_prewarm,
             sticky=bool(plan and plan.owner and account and plan.owner.id == account.id),
-            migrated_from=turn.migrated_from, migration_reason=turn.migration_reason[:60],
-            ttft_ms=ttft_ms, duration_ms=duration_ms, client_ip=turn.client_ip, **usage_counts(turn.usage),
+            migrated_from=turn.migrated_from,
+            migration_reason=turn.migration_reason[:60],
+            ttft_ms=ttft_ms,
+            duration_ms=duration_ms,
+            client_ip=turn.client_ip,
+            **usage_counts(turn.usage),
         )
         limits.release(turn.slot_id)
         if account is not None and turn.first_byte_at:
@@ -118,10 +142,17 @@ def _write(turn: Turn) -> None:
             PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     log.info(
         "turn",
-        extra={"request_id": turn.request_id, "pool": key.pool.name if key else None,
-               "key_prefix": key.prefix if key else None, "account": account.label if account else None,
-               "route": turn.route, "status": turn.status_code, "outcome": turn.outcome,
-               "ttft_ms": ttft_ms, "duration_ms": duration_ms},
+        extra={
+            "request_id": turn.request_id,
+            "pool": key.pool.name if key else None,
+            "key_prefix": key.prefix if key else None,
+            "account": account.label if account else None,
+            "route": turn.route,
+            "status": turn.status_code,
+            "outcome": turn.outcome,
+            "ttft_ms": ttft_ms,
+            "duration_ms": duration_ms,
+        },
     )
 
 

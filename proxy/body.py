@@ -31,8 +31,11 @@ def decode_body(raw: bytes, content_encoding: str) -> bytes:
             decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
             data = decompressor.decompress(raw, limit + 1)
         else:
-            raise PoolerError(f"Unsupported Content-Encoding {encoding!r}; use zstd, gzip or none.",
-                              status=415, code="unsupported_content_encoding")
+            raise PoolerError(
+                f"Unsupported Content-Encoding {encoding!r}; use zstd, gzip or none.",
+                status=415,
+                code="unsupported_content_encoding",
+            )
     except (zstandard.ZstdError, zlib.error, gzip.BadGzipFile, EOFError) as exc:
         raise PoolerError(f"Request body is not valid {encoding}: {exc}", code="invalid_body_encoding") from None
     if len(data) > limit:

@@ -22,7 +22,7 @@ from .accounting import Turn, finish, mark_failure
 from .auth import authenticate
 from .errors import PoolerError, UpstreamUnavailable
 from .quota import from_headers, from_usage_payload
-from .sse import TERMINAL, observe_event
+from .sse import observe_event
 from .tokens import RefreshFailed, refresh_account_async
 from .turns import begin, check_model, final_error, fresh_account, new_request_id
 from .upstream import UpstreamFailure, failure_from_response, upstream_headers
@@ -112,22 +112,31 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
     async def _admit_turn(self, turn: Turn, session: str | None) -> list:
         """Admission for this turn; the candidate accounts (the connection's own account when it has one)."""
         if not turn.model:
-            raise PoolerError("Missing required parameter: 'model'.", code="missing_required_parameter",
-                              param="model")
+            raise PoolerError("Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
         if self.account is None:
             plan = await begin(turn, self.key, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         check_model(self.key, turn.model)
         turn.slot_id = await _admit(self.key, turn.request_id)
-        turn.plan = routing.Plan(accounts=[self.account], session_hash=self.plan.session_hash if self.plan else None,
-                                 owner=self.account, hold=bool(self.plan and self.plan.hold))
+        turn.plan = routing.Plan(
+            accounts=[self.account],
+            session_hash=self.plan.session_hash if self.plan else None,
+            owner=self.account,
+            hold=bool(self.plan and self.plan.hold),
+        )
         return [self.account]
 
     async def _turn(self, text: str, frame: dict) -> None:
         model = frame.get("model")
-        turn = Turn(request_id=new_request_id(), route="codex.responses", key=self.key, transport="websocket",
-                    model=model if isinstance(model, str) else "", is_prewarm=frame.get("generate") is False,
-                    client_ip=self.client_ip)
+        turn = Turn(
+            request_id=new_request_id(),
+            route="codex.responses",
+            key=self.key,
+            transport="websocket",
+            model=model if isinstance(model, str) else "",
+            is_prewarm=frame.get("generate") is False,
+            client_ip=self.client_ip,
+        )
         session = routing.sticky_key(self.headers, frame)
         try:
             candidates = await self._admit_turn(turn, session)
@@ -191,8 +200,12 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
 
     async def _pass_through(self, turn: Turn, account, failure: UpstreamFailure) -> None:
         """A 4xx that is the client's fault reaches the client as the backend sent it; no penalty."""
-        turn.account, turn.status_code, turn.outcome, turn.error_code = account, failure.status, "client_error", \
-            failure.code
+        turn.account, turn.status_code, turn.outcome, turn.error_code = (
+            account,
+            failure.status,
+            "client_error",
+            failure.code,
+        )
         await finish(turn)
         await self.send(text_data=failure.body.decode(errors="replace"))
 
@@ -249,9 +262,13 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         for attempt in range(2):
             try:
                 self.upstream = await websockets.connect(
-                    _ws_url(account), additional_headers=upstream_headers(self.headers, account),
-                    open_timeout=settings.POOLER_CONNECT_TIMEOUT, max_size=settings.POOLER_MAX_BODY_BYTES,
-                    ping_interval=20, ping_timeout=60, user_agent_header=None,
+                    _ws_url(account),
+                    additional_headers=upstream_headers(self.headers, account),
+                    open_timeout=settings.POOLER_CONNECT_TIMEOUT,
+                    max_size=settings.POOLER_MAX_BODY_BYTES,
+                    ping_interval=20,
+                    ping_timeout=60,
+                    user_agent_header=None,
                 )
             except websockets.InvalidStatus as exc:
                 status, body = exc.response.status_code, exc.response.body or b""

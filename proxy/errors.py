@@ -10,9 +10,17 @@ class PoolerError(Exception):
     type = "invalid_request_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 type: str | None = None, param: str | None = None, retry_after: int | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.status = status or self.status

@@ -35,8 +35,9 @@ def _tokens_wait(key: PoolApiKey, limit: int, now: datetime) -> float | None:
 
 def _refuse(limit_name: str, detail: str, wait: float) -> RateLimited:
     seconds = max(1, math.ceil(wait))
-    return RateLimited(f"Rate limit reached: {detail}. Try again in {seconds} seconds.",
-                       code=limit_name, retry_after=seconds)
+    return RateLimited(
+        f"Rate limit reached: {detail}. Try again in {seconds} seconds.", code=limit_name, retry_after=seconds
+    )
 
 
 def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int:
@@ -80,8 +81,10 @@ def key_usage(key: PoolApiKey, now: datetime | None = None) -> dict:
     day_start = datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
     return {
         "requests_last_minute": Admission.objects.filter(api_key=key, at__gt=now - WINDOW).count(),
-        "tokens_today": RequestLog.objects.filter(api_key=key, created_at__gte=day_start)
-        .aggregate(n=Sum("total_tokens"))["n"] or 0,
+        "tokens_today": RequestLog.objects.filter(api_key=key, created_at__gte=day_start).aggregate(
+            n=Sum("total_tokens")
+        )["n"]
+        or 0,
         "open_streams": ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count(),
         "rpm": key.limit("rpm"),
         "tokens_per_day": key.limit("tokens_per_day"),

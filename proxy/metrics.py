@@ -8,7 +8,7 @@ from django.db.backends.signals import connection_created
 from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, REGISTRY
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
 
 from accounts.models import PoolMembership
 
@@ -18,10 +18,16 @@ from .errors import Unauthorized, error_response
 REQUESTS = Counter("pooler_requests", "Turns and requests answered", ["route", "status", "pool"])
 ATTEMPTS = Counter("pooler_upstream_attempts", "Upstream attempts by outcome", ["outcome"])
 FAILOVERS = Counter("pooler_failovers", "Turns that moved to another account before the first byte")
-TTFT = Histogram("pooler_ttft_seconds", "Time to the first upstream byte",
-                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-DURATION = Histogram("pooler_turn_duration_seconds", "Whole turn duration",
-                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+TTFT = Histogram(
+    "pooler_ttft_seconds",
+    "Time to the first upstream byte",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DURATION = Histogram(
+    "pooler_turn_duration_seconds",
+    "Whole turn duration",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 OPEN_STREAMS = Gauge("pooler_open_streams", "SSE streams being relayed now")
 OPEN_WEBSOCKETS = Gauge("pooler_open_websockets", "Client websockets open now")
 TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])
@@ -50,15 +56,16 @@ class _AccountCollector:
 
     def collect(self):
         now = timezone.now()
-        eligible = GaugeMetricFamily("pooler_account_eligible", "1 when the account can take a turn now",
-                                     labels=["pool", "account"])
-        used = GaugeMetricFamily("pooler_account_quota_used_percent", "Quota window used",
-                                 labels=["account", "window"])
+        eligible = GaugeMetricFamily(
+            "pooler_account_eligible", "1 when the account can take a turn now", labels=["pool", "account"]
+        )
+        used = GaugeMetricFamily("pooler_account_quota_used_percent", "Quota window used", labels=["account", "window"])
         seen = set()
         for member in PoolMembership.objects.select_related("pool", "account"):
             account = member.account
-            eligible.add_metric([member.pool.name, account.label],
-                                float(member.enabled and account.is_eligible(None, now)))
+            eligible.add_metric(
+                [member.pool.name, account.label], float(member.enabled and account.is_eligible(None, now))
+            )
             if account.id not in seen:
                 seen.add(account.id)
                 primary, secondary = account.window_used(now)
@@ -95,7 +102,8 @@ def _allowed(request) -> bool:
 
 async def metrics_view(request):
     if not _allowed(request):
-        return error_response(Unauthorized("Metrics need the metrics token or an allowed network.",
-                                           code="metrics_forbidden"))
+        return error_response(
+            Unauthorized("Metrics need the metrics token or an allowed network.", code="metrics_forbidden")
+        )
     body = await sync_to_async(generate_latest)(REGISTRY)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -21,16 +21,19 @@ _ACCOUNTS_ASKED = 3
 def _active_accounts(pool_id: int) -> list[UpstreamAccount]:
     now = timezone.now()
     members = PoolMembership.objects.filter(pool_id=pool_id, enabled=True).select_related("account")
-    return [m.account for m in members if m.account.status == "active" and not
-            (m.account.cooldown_until and m.account.cooldown_until > now)][:_ACCOUNTS_ASKED]
+    return [
+        m.account
+        for m in members
+        if m.account.status == "active" and not (m.account.cooldown_until and m.account.cooldown_until > now)
+    ][:_ACCOUNTS_ASKED]
 
 
 async def _account_models(account: UpstreamAccount, client_version: str, headers) -> list[dict]:
     try:
         account = await fresh_account(account)
+        params = {"client_version": client_version} if client_version else None
         response = await client().get(
-            account.upstream_base_url + "/models", params={"client_version": client_version} if client_version else None,
-            headers=upstream_headers(headers, account), timeout=15,
+            account.upstream_base_url + "/models", params=params, headers=upstream_headers(headers, account), timeout=15
         )
     except (httpx.HTTPError, UpstreamFailure):
         return []

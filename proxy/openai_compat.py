@@ -10,26 +10,59 @@ from .sse import SseParser, encode_event
 
 # Responses parameters passed to the backend as they are.
 _RESPONSES_PASSED = {
-    "model", "input", "tools", "tool_choice", "parallel_tool_calls", "reasoning", "text", "include",
-    "prompt_cache_key", "max_output_tokens",
+    "model",
+    "input",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "include",
+    "prompt_cache_key",
+    "max_output_tokens",
 }
 # Accepted and handled here: instructions become a developer message; store and stream are set by us.
 _RESPONSES_HANDLED = {"instructions", "store", "stream", "metadata", "user", "stream_options", "service_tier"}
 
 _CHAT_HANDLED = {
-    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format", "max_tokens",
-    "max_completion_tokens", "reasoning_effort", "stream", "stream_options", "user", "metadata", "store",
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "max_tokens",
+    "max_completion_tokens",
+    "reasoning_effort",
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
     "service_tier",
 }
 # Accepted when they ask for nothing the backend would do differently.
-_CHAT_NEUTRAL = {"n": (1,), "logprobs": (False,), "temperature": (), "top_p": (), "frequency_penalty": (0, 0.0),
-                 "presence_penalty": (0, 0.0), "stop": (), "seed": (), "logit_bias": ({},), "top_logprobs": (0,)}
+_CHAT_NEUTRAL = {
+    "n": (1,),
+    "logprobs": (False,),
+    "temperature": (),
+    "top_p": (),
+    "frequency_penalty": (0, 0.0),
+    "presence_penalty": (0, 0.0),
+    "stop": (),
+    "seed": (),
+    "logit_bias": ({},),
+    "top_logprobs": (0,),
+}
 
 
 def _refuse(names: list[str]) -> PoolerError:
     listed = ", ".join(sorted(names))
-    return PoolerError(f"Unsupported parameter(s) for the Codex backend: {listed}.",
-                       code="unsupported_parameter", param=sorted(names)[0])
+    return PoolerError(
+        f"Unsupported parameter(s) for the Codex backend: {listed}.",
+        code="unsupported_parameter",
+        param=sorted(names)[0],
+    )
 
 
 def _message(role: str, text: str) -> dict:
@@ -71,11 +104,17 @@ def _chat_content(content, role: str) -> list[dict]:
         elif kind == "image_url" and role == "user":
             image = part.get("image_url") or {}
             url = image.get("url") if isinstance(image, dict) else image
-            parts.append({"type": "input_image", "image_url": url, "detail": (image or {}).get("detail", "auto")
-                          if isinstance(image, dict) else "auto"})
+            parts.append(
+                {
+                    "type": "input_image",
+                    "image_url": url,
+                    "detail": (image or {}).get("detail", "auto") if isinstance(image, dict) else "auto",
+                }
+            )
         else:
-            raise PoolerError(f"Unsupported content part {kind!r} in a {role} message.", param="messages",
-                              code="unsupported_content")
+            raise PoolerError(
+                f"Unsupported content part {kind!r} in a {role} message.", param="messages", code="unsupported_content"
+            )
     return parts
 
 
@@ -88,8 +127,9 @@ def _chat_messages(messages) -> list[dict]:
             raise PoolerError("Each message must be an object.", param="messages")
         role = message.get("role")
         if role in ("system", "developer"):
-            items.append({"type": "message", "role": "developer", "content": _chat_content(message.get("content"),
-                                                                                            "developer")})
+            items.append(
+                {"type": "message", "role": "developer", "content": _chat_content(message.get("content"), "developer")}
+            )
         elif role == "user":
             items.append({"type": "message", "role": "user", "content": _chat_content(message.get("content"), role)})
         elif role == "assistant":
@@ -98,14 +138,21 @@ def _chat_messages(messages) -> list[dict]:
                 items.append({"type": "message", "role": "assistant", "content": content})
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
-                items.append({"type": "function_call", "call_id": call.get("id", ""), "name": function.get("name", ""),
-                              "arguments": function.get("arguments", "")})
+                items.append(
+                    {
+                        "type": "function_call",
+                        "call_id": call.get("id", ""),
+                        "name": function.get("name", ""),
+                        "arguments": function.get("arguments", ""),
+                    }
+                )
         elif role == "tool":
             content = message.get("content")
             if isinstance(content, list):
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id", ""),
-                          "output": content or ""})
+            items.append(
+                {"type": "function_call_output", "call_id": message.get("tool_call_id", ""), "output": content or ""}
+            )
         else:
             raise PoolerError(f"Unsupported message role {role!r}.", param="messages")
     return items
@@ -117,9 +164,15 @@ def _chat_tools(tools) -> list[dict]:
         if not isinstance(tool, dict) or tool.get("type") != "function":
             raise PoolerError("Only function tools are supported.", param="tools", code="unsupported_parameter")
         function = tool.get("function") or {}
-        converted.append({"type": "function", "name": function.get("name"), "description": function.get(
-            "description", ""), "parameters": function.get("parameters", {"type": "object", "properties": {}}),
-            **({"strict": function["strict"]} if "strict" in function else {})})
+        converted.append(
+            {
+                "type": "function",
+                "name": function.get("name"),
+                "description": function.get("description", ""),
+                "parameters": function.get("parameters", {"type": "object", "properties": {}}),
+                **({"strict": function["strict"]} if "strict" in function else {}),
+            }
+        )
     return converted
 
 
@@ -138,8 +191,14 @@ def _response_format(fmt) -> dict | None:
         return {"format": {"type": "json_object"}}
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = fmt.get("json_schema") or {}
-        return {"format": {"type": "json_schema", "name": schema.get("name", "response"),
-                           "schema": schema.get("schema", {}), "strict": bool(schema.get("strict", False))}}
+        return {
+            "format": {
+                "type": "json_schema",
+                "name": schema.get("name", "response"),
+                "schema": schema.get("schema", {}),
+                "strict": bool(schema.get("strict", False)),
+            }
+        }
     raise PoolerError("Unsupported response_format.", param="response_format")
 
 
@@ -169,11 +228,13 @@ def chat_request(body: dict) -> dict:
 def _chat_usage(usage: dict | None) -> dict:
     usage = usage or {}
     return {
-        "prompt_tokens": usage.get("input_tokens", 0), "completion_tokens": usage.get("output_tokens", 0),
+        "prompt_tokens": usage.get("input_tokens", 0),
+        "completion_tokens": usage.get("output_tokens", 0),
         "total_tokens": usage.get("total_tokens", 0),
         "prompt_tokens_details": {"cached_tokens": (usage.get("input_tokens_details") or {}).get("cached_tokens", 0)},
         "completion_tokens_details": {
-            "reasoning_tokens": (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)},
+            "reasoning_tokens": (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)
+        },
     }
 
 
@@ -192,16 +253,24 @@ def chat_completion(response: dict, model: str) -> dict:
         if item.get("type") == "message":
             text += "".join(p.get("text", "") for p in item.get("content") or [] if p.get("type") == "output_text")
         elif item.get("type") == "function_call":
-            calls.append({"id": item.get("call_id"), "type": "function",
-                          "function": {"name": item.get("name"), "arguments": item.get("arguments", "")}})
+            calls.append(
+                {
+                    "id": item.get("call_id"),
+                    "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments", "")},
+                }
+            )
     message = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
     if calls:
         message["tool_calls"] = calls
     return {
-        "id": "chatcmpl-" + str(response.get("id", "")).removeprefix("resp_"), "object": "chat.completion",
-        "created": int(response.get("created_at") or time.time()), "model": response.get("model") or model,
-        "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(response, bool(calls)),
-                     "logprobs": None}],
+        "id": "chatcmpl-" + str(response.get("id", "")).removeprefix("resp_"),
+        "object": "chat.completion",
+        "created": int(response.get("created_at") or time.time()),
+        "model": response.get("model") or model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": _finish_reason(response, bool(calls)), "logprobs": None}
+        ],
         "usage": _chat_usage(response.get("usage")),
     }
 
@@ -218,9 +287,15 @@ class ChatStreamTranslator:
         self.started = False
 
     def _chunk(self, delta: dict, finish_reason=None, usage=None, choices=True) -> bytes:
-        data = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-                if choices else []}
+        data = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+            if choices
+            else [],
+        }
         if usage is not None:
             data["usage"] = usage
         return encode_event(data)
@@ -244,8 +319,18 @@ class ChatStreamTranslator:
         if kind == "response.output_item.added" and (event.get("item") or {}).get("type") == "function_call":
             item = event["item"]
             index = self.tool_index.setdefault(item.get("id") or item.get("call_id"), len(self.tool_index))
-            return self._chunk({"tool_calls": [{"index": index, "id": item.get("call_id"), "type": "function",
-                                                "function": {"name": item.get("name"), "arguments": ""}}]})
+            return self._chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": item.get("call_id"),
+                            "type": "function",
+                            "function": {"name": item.get("name"), "arguments": ""},
+                        }
+                    ]
+                }
+            )
         if kind == "response.function_call_arguments.delta":
             index = self.tool_index.get(event.get("item_id"), 0)
             return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": event.get("delta", "")}}]})
@@ -257,9 +342,16 @@ class ChatStreamTranslator:
             return out
         if kind in ("response.failed", "error"):
             error = (event.get("response") or {}).get("error") or event.get("error") or {}
-            return encode_event({"error": {"message": error.get("message", "upstream error"),
-                                           "type": error.get("type", "server_error"), "code": error.get("code"),
-                                           "param": None}})
+            return encode_event(
+                {
+                    "error": {
+                        "message": error.get("message", "upstream error"),
+                        "type": error.get("type", "server_error"),
+                        "code": error.get("code"),
+                        "param": None,
+                    }
+                }
+            )
         return b""
 
     def finish(self, watcher) -> bytes:
@@ -267,6 +359,7 @@ class ChatStreamTranslator:
 
 
 def models_list(models: list[dict]) -> dict:
-    return {"object": "list", "data": [{"id": m["slug"], "object": "model", "created": 0, "owned_by": "openai"}
-                                       for m in models]}
-
+    return {
+        "object": "list",
+        "data": [{"id": m["slug"], "object": "model", "created": 0, "owned_by": "openai"} for m in models],
+    }

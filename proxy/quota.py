@@ -34,8 +34,16 @@ def from_headers(headers, now: datetime) -> dict:
     fields = {}
     for prefix in ("primary", "secondary"):
         base = f"x-codex-{prefix}-"
-        fields.update(_window(prefix, headers.get(base + "used-percent"), headers.get(base + "window-minutes"),
-                              headers.get(base + "reset-at"), headers.get(base + "reset-after-seconds"), now))
+        fields.update(
+            _window(
+                prefix,
+                headers.get(base + "used-percent"),
+                headers.get(base + "window-minutes"),
+                headers.get(base + "reset-at"),
+                headers.get(base + "reset-after-seconds"),
+                now,
+            )
+        )
     return fields
 
 
@@ -49,6 +57,7 @@ def from_usage_payload(payload: dict, now: datetime) -> dict:
             continue
         seconds = _number(window.get("limit_window_seconds"))
         minutes = window.get("window_minutes", seconds / 60 if seconds else None)
-        fields.update(_window(prefix, window.get("used_percent"), minutes, window.get("reset_at", window.get("resets_at")),
-                              window.get("reset_after_seconds", window.get("resets_in_seconds")), now))
+        reset_at = window.get("reset_at", window.get("resets_at"))
+        reset_after = window.get("reset_after_seconds", window.get("resets_in_seconds"))
+        fields.update(_window(prefix, window.get("used_percent"), minutes, reset_at, reset_after, now))
     return fields

@@ -21,7 +21,8 @@ def usage_url(account: UpstreamAccount) -> str:
 def poll_quota(account: UpstreamAccount) -> dict:
     """Fetch and store the account's quota snapshot; raises httpx.HTTPError or ValueError on failure."""
     response = httpx.get(
-        usage_url(account), timeout=20,
+        usage_url(account),
+        timeout=20,
         headers={"authorization": f"Bearer {account.access_token}", "chatgpt-account-id": account.chatgpt_account_id},
     )
     response.raise_for_status()
@@ -55,6 +56,7 @@ def back_off(account: UpstreamAccount, error: str) -> None:
     now = timezone.now()
     delay = min(settings.POOLER_QUOTA_POLL_SECONDS * 4, 3600)
     UpstreamAccount.objects.filter(pk=account.pk).update(
-        next_quota_poll_at=now + timedelta(seconds=delay), last_error=f"quota poll failed: {error}"[:300],
+        next_quota_poll_at=now + timedelta(seconds=delay),
+        last_error=f"quota poll failed: {error}"[:300],
         last_error_at=now,
     )

@@ -145,16 +145,18 @@ def _has_capacity(account: UpstreamAccount) -> bool:
     return not account.max_concurrent or getattr(account, "open_turns", 0) < account.max_concurrent
 
 
-def _candidates(pool: Pool, model: str | None, owner_id: int | None, now: datetime,
-                reload: bool = False) -> tuple[list[UpstreamAccount], dict[int, UpstreamAccount], _Snapshot]:
+def _candidates(
+    pool: Pool, model: str | None, owner_id: int | None, now: datetime, reload: bool = False
+) -> tuple[list[UpstreamAccount], dict[int, UpstreamAccount], _Snapshot]:
     """Fresh, eligible accounts in strategy order, plus the fresh rows read (the owner's included)."""
     snapshot = _snapshot(pool, now, reload)
     proposed = _proposals(snapshot, model, now, settings.POOLER_MAX_ATTEMPTS + 2)
     wanted = proposed + ([owner_id] if owner_id and owner_id not in proposed else [])
     fresh = {a.id: a for a in UpstreamAccount.objects.filter(pk__in=wanted)} if wanted else {}
     _with_open_turns(list(fresh.values()), now)
-    ordered = [fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now)
-               and _has_capacity(fresh[i])]
+    ordered = [
+        fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now) and _has_capacity(fresh[i])
+    ]
     return ordered, fresh, snapshot
 
 
@@ -196,34 +198,49 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
 def held_error(owner: UpstreamAccount, reason: str, now: datetime | None = None) -> RateLimited:
     """429 for a session held on its unavailable owner, waiting for the owner's reset."""
     now = now or timezone.now()
-    owner.refresh_from_db(fields=["cooldown_until", "primary_used_percent", "primary_resets_at",
-                                  "secondary_used_percent", "secondary_resets_at"])
+    owner.refresh_from_db(
+        fields=[
+            "cooldown_until",
+            "primary_used_percent",
+            "primary_resets_at",
+            "secondary_used_percent",
+            "secondary_resets_at",
+        ]
+    )
     reset = owner.available_at(now)
     wait = int((reset - now).total_seconds()) + 1 if reset else 60
     return RateLimited(
         f"The account serving this session is unavailable ({reason}) and the pool holds sessions on their "
         f"account; try again in {wait} seconds.",
-        code="usage_limit_reached", retry_after=wait,
+        code="usage_limit_reached",
+        retry_after=wait,
     )
 
 
 def _nothing_eligible(accounts: list[UpstreamAccount], model: str | None, now: datetime):
     """429 with the soonest reset when accounts will come back by themselves, else 503."""
     if model and accounts and all(a.model_slugs and model not in a.model_slugs for a in accounts):
-        return NoEligibleAccount(f"No account in this pool serves model {model!r}.", status=404,
-                                 code="model_not_found", type="invalid_request_error")
+        return NoEligibleAccount(
+            f"No account in this pool serves model {model!r}.",
+            status=404,
+            code="model_not_found",
+            type="invalid_request_error",
+        )
     resets = [t for a in accounts if a.status == "active" and (t := a.available_at(now))]
     if resets:
         wait = int((min(resets) - now).total_seconds()) + 1
         return RateLimited(
             f"Every account in this pool is at its usage limit or cooling down; try again in {wait} seconds.",
-            code="usage_limit_reached", type="usage_limit_reached", retry_after=wait,
+            code="usage_limit_reached",
+            type="usage_limit_reached",
+            retry_after=wait,
         )
     return NoEligibleAccount("No upstream account of this pool can serve requests now.")
 
 
-def remember_session(plan: Plan, pool: Pool, account: UpstreamAccount, reason: str = "",
-                     now: datetime | None = None) -> None:
+def remember_session(
+    plan: Plan, pool: Pool, account: UpstreamAccount, reason: str = "", now: datetime | None = None
+) -> None:
     """Pin the session to the account that served it, recording a move when it changed."""
     if not plan.session_hash:
         return

@@ -36,8 +36,12 @@ def _serialize_exchanges() -> None:
 def _exchange(refresh_token: str) -> dict:
     response = httpx.post(
         f"{settings.POOLER_AUTH_BASE_URL.rstrip('/')}/oauth/token",
-        json={"client_id": settings.POOLER_OAUTH_CLIENT_ID, "grant_type": "refresh_token",
-              "refresh_token": refresh_token, "scope": "openid profile email"},
+        json={
+            "client_id": settings.POOLER_OAUTH_CLIENT_ID,
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "scope": "openid profile email",
+        },
         timeout=30,
     )
     if response.status_code == 200:
@@ -49,11 +53,12 @@ def _exchange(refresh_token: str) -> dict:
     except ValueError:
         code = ""
     code = str(code or f"http_{response.status_code}")
-    raise RefreshFailed(code, dead=code in _DEAD_GRANT or response.status_code in (400, 401) and not code.startswith("http_5"))
+    raise RefreshFailed(code, dead=code in _DEAD_GRANT or response.status_code in (400, 401))
 
 
-def refresh_account(account_id: int, *, seen_access_token: str | None = None, actor: str = "pooler",
-                    force: bool = False) -> UpstreamAccount:
+def refresh_account(
+    account_id: int, *, seen_access_token: str | None = None, actor: str = "pooler", force: bool = False
+) -> UpstreamAccount:
     """Refresh an account's tokens unless another process already did; returns the fresh row.
 
     The row lock is held across the whole exchange and the new refresh token is stored in the same
@@ -64,9 +69,9 @@ def refresh_account(account_id: int, *, seen_access_token: str | None = None, ac
         with transaction.atomic():
             account = UpstreamAccount.objects.select_for_update().get(pk=account_id)
             now = timezone.now()
-            already_fresh = (
-                seen_access_token is not None and account.access_token != seen_access_token
-            ) or (not force and seen_access_token is None and not account.token_needs_refresh(now))
+            already_fresh = (seen_access_token is not None and account.access_token != seen_access_token) or (
+                not force and seen_access_token is None and not account.token_needs_refresh(now)
+            )
             if already_fresh or account.status == AccountStatus.REAUTH_REQUIRED:
                 return account
             if not account.refresh_token:
@@ -86,8 +91,16 @@ def refresh_account(account_id: int, *, seen_access_token: str | None = None, ac
             if not account.token_expires_at and tokens.get("expires_in"):
                 account.token_expires_at = now + timedelta(seconds=int(tokens["expires_in"]))
             account.last_refresh_at = now
-            account.save(update_fields=["access_token", "refresh_token", "id_token", "token_expires_at",
-                                        "last_refresh_at", "updated_at"])
+            account.save(
+                update_fields=[
+                    "access_token",
+                    "refresh_token",
+                    "id_token",
+                    "token_expires_at",
+                    "last_refresh_at",
+                    "updated_at",
+                ]
+            )
             metrics.TOKEN_REFRESHES.labels("ok").inc()
             log.info("refreshed token of account %s", account.label)
             return account

@@ -61,11 +61,14 @@ async def fresh_account(account: UpstreamAccount) -> UpstreamAccount:
     return account
 
 
-async def _send(account: UpstreamAccount, method: str, path: str, headers, content: bytes,
-                content_type: str | None) -> httpx.Response:
+async def _send(
+    account: UpstreamAccount, method: str, path: str, headers, content: bytes, content_type: str | None
+) -> httpx.Response:
     request = client().build_request(
-        method, account.upstream_base_url + path,
-        headers=upstream_headers(headers, account, content_type=content_type), content=content,
+        method,
+        account.upstream_base_url + path,
+        headers=upstream_headers(headers, account, content_type=content_type),
+        content=content,
     )
     try:
         return await client().send(request, stream=True)
@@ -75,8 +78,9 @@ async def _send(account: UpstreamAccount, method: str, path: str, headers, conte
         raise UpstreamFailure("connect", message=type(exc).__name__) from None
 
 
-async def open_upstream(account: UpstreamAccount, method: str, path: str, headers, content: bytes,
-                        content_type: str | None = None) -> tuple[UpstreamAccount, httpx.Response, bytes]:
+async def open_upstream(
+    account: UpstreamAccount, method: str, path: str, headers, content: bytes, content_type: str | None = None
+) -> tuple[UpstreamAccount, httpx.Response, bytes]:
     """Send a request and wait for its first body chunk; every failure before that is an UpstreamFailure."""
     account = await fresh_account(account)
     response = await _send(account, method, path, headers, content, content_type)
@@ -117,10 +121,12 @@ def final_error(failures: list[UpstreamFailure]) -> PoolerError:
     if failures and all(f.status == 429 for f in failures):
         waits = [f.retry_after for f in failures if f.retry_after]
         limited = next((f for f in failures if f.usage_limit), failures[-1])
-        return RateLimited(limited.message or "Every account in the pool is rate limited.",
-                           code=limited.code or "rate_limit_exceeded",
-                           type="usage_limit_reached" if limited.usage_limit else "rate_limit_error",
-                           retry_after=int(min(waits)) + 1 if waits else 30)
+        return RateLimited(
+            limited.message or "Every account in the pool is rate limited.",
+            code=limited.code or "rate_limit_exceeded",
+            type="usage_limit_reached" if limited.usage_limit else "rate_limit_error",
+            retry_after=int(min(waits)) + 1 if waits else 30,
+        )
     if failures and failures[-1].kind == "timeout":
         return UpstreamUnavailable("The upstream did not answer in time.", status=504, code="upstream_timeout")
     return UpstreamUnavailable("No upstream account could serve this request.", code="upstream_error")
@@ -132,8 +138,9 @@ class HttpTurn:
     def __init__(self, request, turn: Turn, key: PoolApiKey, *, path: str, method: str = "POST"):
         self.request, self.turn, self.key, self.path, self.method = request, turn, key, path, method
 
-    async def open(self, body: dict | bytes, session: str | None,
-                   content_type: str | None = None) -> tuple[httpx.Response, bytes] | HttpResponse:
+    async def open(
+        self, body: dict | bytes, session: str | None, content_type: str | None = None
+    ) -> tuple[httpx.Response, bytes] | HttpResponse:
         """The upstream response with its first chunk, or a finished error response for the client.
 
         A JSON `body` is made valid for each account it is tried on: a session moved away from its owner
@@ -192,19 +199,27 @@ class HttpTurn:
     async def _pass_through(self, account: UpstreamAccount, failure: UpstreamFailure) -> HttpResponse:
         """A 4xx that is the client's fault goes back as the backend said it, with no penalty."""
         turn = self.turn
-        turn.account, turn.status_code, turn.outcome, turn.error_code = account, failure.status, "client_error", \
-            failure.code
+        turn.account, turn.status_code, turn.outcome, turn.error_code = (
+            account,
+            failure.status,
+            "client_error",
+            failure.code,
+        )
         await finish(turn)
-        response = HttpResponse(failure.body, status=failure.status,
-                                content_type=(failure.headers or {}).get("content-type", "application/json"))
+        response = HttpResponse(
+            failure.body,
+            status=failure.status,
+            content_type=(failure.headers or {}).get("content-type", "application/json"),
+        )
         response["x-request-id"] = turn.request_id
         return response
 
     def stream(self, response: httpx.Response, first: bytes, translator=None) -> StreamingHttpResponse:
         """Relay the upstream body chunk by chunk as it arrives (through `translator` for /v1 chat)."""
         content_type = response.headers.get("content-type", "text/event-stream")
-        out = StreamingHttpResponse(self.relay(response, first, translator), status=response.status_code,
-                                    content_type=content_type)
+        out = StreamingHttpResponse(
+            self.relay(response, first, translator), status=response.status_code, content_type=content_type
+        )
         for name, value in client_headers(response.headers).items():
             if name.lower() != "content-type":
                 out[name] = value
@@ -267,8 +282,11 @@ class HttpTurn:
         finally:
             await response.aclose()
         await finish(turn)
-        out = HttpResponse(bytes(body), status=response.status_code,
-                           content_type=response.headers.get("content-type", "application/json"))
+        out = HttpResponse(
+            bytes(body),
+            status=response.status_code,
+            content_type=response.headers.get("content-type", "application/json"),
+        )
         for name, value in client_headers(response.headers).items():
             if name.lower() != "content-type":
                 out[name] = value

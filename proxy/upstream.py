@@ -11,16 +11,45 @@ from accounts.models import UpstreamAccount
 
 # Never forwarded upstream: the client's credentials, hop-by-hop headers, and what httpx sets itself.
 _DROP_REQUEST_HEADERS = {
-    "authorization", "cookie", "host", "content-length", "content-encoding", "transfer-encoding", "connection",
-    "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "upgrade", "chatgpt-account-id",
-    "accept-encoding", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
-    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "chatgpt-account-id",
+    "accept-encoding",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
     "x-request-id",
 }
 # Never passed back to the client.
 _DROP_RESPONSE_HEADERS = {
-    "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "set-cookie", "server",
-    "date", "x-request-id", "alt-svc", "strict-transport-security",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "set-cookie",
+    "server",
+    "date",
+    "x-request-id",
+    "alt-svc",
+    "strict-transport-security",
 }
 
 _client: httpx.AsyncClient | None = None

@@ -21,8 +21,9 @@ def _failed_turn_error(watcher) -> PoolerError:
 
 
 async def _turn(request, key, request_id, route: str, backend_body: dict, path: str = "/responses"):
-    turn = Turn(request_id=request_id, route=route, key=key, model=require_model(backend_body),
-                client_ip=_client_ip(request))
+    turn = Turn(
+        request_id=request_id, route=route, key=key, model=require_model(backend_body), client_ip=_client_ip(request)
+    )
     proxied = HttpTurn(request, turn, key, path=path)
     opened = await proxied.open(backend_body, sticky_key(request.headers, backend_body), "application/json")
     return proxied, turn, opened
@@ -49,8 +50,9 @@ async def responses_compact(request, key, request_id):
     backend_body = openai_compat.responses_request(read_json(request))
     backend_body.pop("stream", None)
     backend_body.pop("store", None)
-    proxied, turn, opened = await _turn(request, key, request_id, "v1.responses.compact", backend_body,
-                                        path="/responses/compact")
+    proxied, turn, opened = await _turn(
+        request, key, request_id, "v1.responses.compact", backend_body, path="/responses/compact"
+    )
     if not isinstance(opened, tuple):
         return opened
     turn.is_stream = False
@@ -72,8 +74,9 @@ async def chat_completions(request, key, request_id):
     watcher = await proxied.collect(*opened)
     if watcher.terminal not in ("response.completed", "response.incomplete") or watcher.response is None:
         return error_response(_failed_turn_error(watcher), request_id)
-    return JsonResponse(openai_compat.chat_completion(watcher.response, backend_body["model"]),
-                        headers={"x-request-id": request_id})
+    return JsonResponse(
+        openai_compat.chat_completion(watcher.response, backend_body["model"]), headers={"x-request-id": request_id}
+    )
 
 
 @runtime_view(("GET",))

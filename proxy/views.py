@@ -29,8 +29,9 @@ def runtime_view(methods: tuple[str, ...]):
             request_id = new_request_id()
             try:
                 if request.method not in methods:
-                    raise PoolerError(f"Method {request.method} not allowed here.", status=405,
-                                      code="method_not_allowed")
+                    raise PoolerError(
+                        f"Method {request.method} not allowed here.", status=405, code="method_not_allowed"
+                    )
                 key = await authenticate(request.headers)
                 return await view(request, key, request_id, *args, **kwargs)
             except PoolerError as error:
@@ -39,8 +40,12 @@ def runtime_view(methods: tuple[str, ...]):
                 raise
             except Exception:
                 log.exception("unhandled error in %s (request %s)", request.path, request_id)
-                return error_response(PoolerError("The pooler hit an internal error.", status=500,
-                                                  code="internal_error", type="server_error"), request_id)
+                return error_response(
+                    PoolerError(
+                        "The pooler hit an internal error.", status=500, code="internal_error", type="server_error"
+                    ),
+                    request_id,
+                )
 
         wrapper.csrf_exempt = True
         return wrapper
@@ -61,8 +66,14 @@ def _client_ip(request) -> str | None:
 async def responses(request, key, request_id):
     """POST /backend-api/codex/responses: one streamed Codex turn."""
     body = read_json(request)
-    turn = Turn(request_id=request_id, route="codex.responses", key=key, model=require_model(body),
-                client_ip=_client_ip(request), is_stream=body.get("stream") is not False)
+    turn = Turn(
+        request_id=request_id,
+        route="codex.responses",
+        key=key,
+        model=require_model(body),
+        client_ip=_client_ip(request),
+        is_stream=body.get("stream") is not False,
+    )
     proxied = HttpTurn(request, turn, key, path="/responses")
     opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
     if not isinstance(opened, tuple):
@@ -74,8 +85,14 @@ async def responses(request, key, request_id):
 async def compact(request, key, request_id):
     """POST /backend-api/codex/responses/compact: the compacted history, passed through untouched."""
     body = read_json(request)
-    turn = Turn(request_id=request_id, route="codex.compact", key=key, model=require_model(body),
-                client_ip=_client_ip(request), is_stream=False)
+    turn = Turn(
+        request_id=request_id,
+        route="codex.compact",
+        key=key,
+        model=require_model(body),
+        client_ip=_client_ip(request),
+        is_stream=False,
+    )
     proxied = HttpTurn(request, turn, key, path="/responses/compact")
     opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
     if not isinstance(opened, tuple):
@@ -95,12 +112,19 @@ async def realtime_calls(request, key, request_id):
     """POST /backend-api/codex/realtime/calls: SDP offer in, SDP answer out, nothing translated."""
     if len(request.body) > settings.POOLER_MAX_BODY_BYTES:
         return error_response(PoolerError("SDP offer too large.", status=413, code="request_too_large"))
-    turn = Turn(request_id=request_id, route="codex.realtime_calls", key=key, model="", is_stream=False,
-                client_ip=_client_ip(request))
+    turn = Turn(
+        request_id=request_id,
+        route="codex.realtime_calls",
+        key=key,
+        model="",
+        is_stream=False,
+        client_ip=_client_ip(request),
+    )
     query = f"?{request.GET.urlencode()}" if request.GET else ""
     proxied = HttpTurn(request, turn, key, path="/realtime/calls" + query)
-    opened = await proxied.open(request.body, sticky_key(request.headers, {}),
-                                request.headers.get("content-type", "application/sdp"))
+    opened = await proxied.open(
+        request.body, sticky_key(request.headers, {}), request.headers.get("content-type", "application/sdp")
+    )
     if not isinstance(opened, tuple):
         return opened
     return await proxied.read_all(*opened)
@@ -108,4 +132,3 @@ async def realtime_calls(request, key, request_id):
 
 async def unknown_route(request):
     return error_response(NotFound(f"Unknown route {request.method} {request.path}"))
-

@@ -7,20 +7,32 @@ import uuid
 def turn_body(text: str = "hello", model: str = "gpt-5.2", **extra) -> dict:
     """A body like the Codex CLI's: developer prompt as a message, include encrypted reasoning."""
     return {
-        "model": model, "stream": True, "store": False, "include": ["reasoning.encrypted_content"],
+        "model": model,
+        "stream": True,
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
         "input": [
             {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "be brief"}]},
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
         ],
-        "tools": [], "tool_choice": "auto", "parallel_tool_calls": False, "reasoning": {"effort": "low"},
-        "prompt_cache_key": extra.pop("session", None) or str(uuid.uuid4()), **extra,
+        "tools": [],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "reasoning": {"effort": "low"},
+        "prompt_cache_key": extra.pop("session", None) or str(uuid.uuid4()),
+        **extra,
     }
 
 
 def session_headers(key: str, session: str | None = None) -> dict:
     session = session or str(uuid.uuid4())
-    return {"Authorization": f"Bearer {key}", "session-id": session, "thread-id": session,
-            "originator": "codex_exec", "Accept": "text/event-stream"}
+    return {
+        "Authorization": f"Bearer {key}",
+        "session-id": session,
+        "thread-id": session,
+        "originator": "codex_exec",
+        "Accept": "text/event-stream",
+    }
 
 
 def sse_events(text: str) -> list[dict]:

@@ -19,19 +19,33 @@ def make_pool(name: str | None = None, **fields) -> Pool:
     return Pool.objects.create(name=name or f"pool-{uuid.uuid4().hex[:8]}", **fields)
 
 
-def make_account(pool: Pool | None = None, simulator=None, *, sim_fields: dict | None = None,
-                 membership: dict | None = None, **fields) -> UpstreamAccount:
+def make_account(
+    pool: Pool | None = None,
+    simulator=None,
+    *,
+    sim_fields: dict | None = None,
+    membership: dict | None = None,
+    **fields,
+) -> UpstreamAccount:
     """An account with real-shaped tokens; registered at `simulator` when given (same tokens)."""
     data = make_auth_json()["tokens"]
     account_id = data["account_id"]
     if simulator is not None:
-        simulator.add_account(account_id=account_id, access_token=data["access_token"],
-                              refresh_token=data["refresh_token"], **(sim_fields or {}))
+        simulator.add_account(
+            account_id=account_id,
+            access_token=data["access_token"],
+            refresh_token=data["refresh_token"],
+            **(sim_fields or {}),
+        )
         fields.setdefault("base_url", simulator.codex_base_url)
     account = UpstreamAccount.objects.create(
-        label=fields.pop("label", account_id), chatgpt_account_id=account_id,
-        access_token=data["access_token"], refresh_token=data["refresh_token"], id_token=data["id_token"],
-        token_expires_at=fields.pop("token_expires_at", None) or _exp(data["access_token"]), **fields,
+        label=fields.pop("label", account_id),
+        chatgpt_account_id=account_id,
+        access_token=data["access_token"],
+        refresh_token=data["refresh_token"],
+        id_token=data["id_token"],
+        token_expires_at=fields.pop("token_expires_at", None) or _exp(data["access_token"]),
+        **fields,
     )
     if pool is not None:
         PoolMembership.objects.create(pool=pool, account=account, **(membership or {}))

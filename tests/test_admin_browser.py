@@ -17,8 +17,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 # Flags that keep Chromium from calling home on a closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -26,19 +33,44 @@ def seeded():
     get_user_model().objects.create_superuser("operator", "ops@example.com", "correct horse battery")
     pool = make_pool(name="team")
     now = timezone.now()
-    busy = make_account(pool, label="alice", primary_used_percent=92.0, primary_resets_at=now + timedelta(hours=2),
-                        secondary_used_percent=40.0, secondary_resets_at=now + timedelta(days=3))
+    busy = make_account(
+        pool,
+        label="alice",
+        primary_used_percent=92.0,
+        primary_resets_at=now + timedelta(hours=2),
+        secondary_used_percent=40.0,
+        secondary_resets_at=now + timedelta(days=3),
+    )
     make_account(pool, label="bob", primary_used_percent=15.0, secondary_used_percent=5.0)
-    make_account(pool, label="carol", cooldown_until=now + timedelta(minutes=9), cooldown_reason="rate_limited",
-                 last_error="status 429 rate_limit_exceeded")
+    make_account(
+        pool,
+        label="carol",
+        cooldown_until=now + timedelta(minutes=9),
+        cooldown_reason="rate_limited",
+        last_error="status 429 rate_limit_exceeded",
+    )
     key, _ = make_key(pool, name="ci-bot")
     for hours in range(0, 30, 3):
         RequestLog.objects.create(
-            created_at=now - timedelta(hours=hours), request_id=f"req-{hours}", pool=pool, api_key=key, account=busy,
-            route="codex.responses", model="gpt-5.2", status_code=200, outcome="ok", total_tokens=1000 + hours * 50,
-            input_tokens=800, output_tokens=200, ttft_ms=120, duration_ms=900,
-            attempts=[{"account": "carol", "outcome": "status 429", "status": 429, "ms": 40},
-                      {"account": "alice", "outcome": "ok", "status": 200, "ms": 120}])
+            created_at=now - timedelta(hours=hours),
+            request_id=f"req-{hours}",
+            pool=pool,
+            api_key=key,
+            account=busy,
+            route="codex.responses",
+            model="gpt-5.2",
+            status_code=200,
+            outcome="ok",
+            total_tokens=1000 + hours * 50,
+            input_tokens=800,
+            output_tokens=200,
+            ttft_ms=120,
+            duration_ms=900,
+            attempts=[
+                {"account": "carol", "outcome": "status 429", "status": 429, "ms": 40},
+                {"account": "alice", "outcome": "ok", "status": 200, "ms": 120},
+            ],
+        )
     AuditLog.objects.create(actor="cli", action="create_pool", object_type="pool", object_repr="team")
 
 
@@ -52,8 +84,14 @@ def test_operator_browses_dashboard_and_request_log(pooler, seeded):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
-        page.on("request", lambda request: foreign.append(request.url)
-                if urlsplit(request.url).hostname not in ("127.0.0.1", "localhost") else None)
+        page.on(
+            "request",
+            lambda request: (
+                foreign.append(request.url)
+                if urlsplit(request.url).hostname not in ("127.0.0.1", "localhost")
+                else None
+            ),
+        )
 
         page.goto(f"{pooler.url}/admin/dashboard/")
         page.fill("#id_username", "operator")

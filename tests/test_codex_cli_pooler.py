@@ -15,15 +15,24 @@ def cli(codex_bin, pooler, key, prompt, tmp_path, *, websockets, resume_last=Fal
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir(exist_ok=True)
     work.mkdir(exist_ok=True)
-    return run_codex(codex_bin, pooler.codex_base_url, key, prompt, websockets=websockets, home=home, cwd=work,
-                     resume_last=resume_last)
+    return run_codex(
+        codex_bin,
+        pooler.codex_base_url,
+        key,
+        prompt,
+        websockets=websockets,
+        home=home,
+        cwd=work,
+        resume_last=resume_last,
+    )
 
 
 def turns_of(key_row, count: int, timeout: float = 10) -> list[RequestLog]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = list(RequestLog.objects.filter(api_key=key_row, is_prewarm=False, route="codex.responses")
-                    .order_by("created_at"))
+        rows = list(
+            RequestLog.objects.filter(api_key=key_row, is_prewarm=False, route="codex.responses").order_by("created_at")
+        )
         if len(rows) >= count:
             return rows
         time.sleep(0.1)

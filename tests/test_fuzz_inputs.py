@@ -13,8 +13,13 @@ from tests.support.pooler import PoolerServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-POST_ROUTES = ["/backend-api/codex/responses", "/backend-api/codex/responses/compact", "/v1/responses",
-               "/v1/chat/completions", "/v1/responses/compact"]
+POST_ROUTES = [
+    "/backend-api/codex/responses",
+    "/backend-api/codex/responses/compact",
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/v1/responses/compact",
+]
 MAX_BODY = 65536
 
 json_values = st.recursive(
@@ -25,9 +30,18 @@ json_values = st.recursive(
 # Objects shaped like requests, with wrong types in the places the pooler reads.
 request_like = st.fixed_dictionaries(
     {},
-    optional={"model": json_values, "input": json_values, "messages": json_values, "stream": json_values,
-              "tools": json_values, "instructions": json_values, "response_format": json_values,
-              "prompt_cache_key": json_values, "temperature": json_values, "n": json_values},
+    optional={
+        "model": json_values,
+        "input": json_values,
+        "messages": json_values,
+        "stream": json_values,
+        "tools": json_values,
+        "instructions": json_values,
+        "response_format": json_values,
+        "prompt_cache_key": json_values,
+        "temperature": json_values,
+        "n": json_values,
+    },
 )
 raw_bodies = st.one_of(
     st.binary(max_size=200),
@@ -61,8 +75,12 @@ def test_fuzzed_bodies_and_headers_get_clean_errors(small_cap_pooler):
     client = httpx.Client(base_url=small_cap_pooler.url, timeout=10)
 
     @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(route=st.sampled_from(POST_ROUTES), body=raw_bodies, session=header_values,
-           encoding=st.sampled_from(["", "zstd", "gzip", "br", "identity"]))
+    @given(
+        route=st.sampled_from(POST_ROUTES),
+        body=raw_bodies,
+        session=header_values,
+        encoding=st.sampled_from(["", "zstd", "gzip", "br", "identity"]),
+    )
     def check(route, body, session, encoding):
         headers = {"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json", "session-id": session}
         if encoding:
@@ -81,8 +99,9 @@ def test_oversized_and_compressed_bombs_get_413(small_cap_pooler):
     response = httpx.post(f"{small_cap_pooler.url}/backend-api/codex/responses", content=big, headers=headers)
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
     bomb = gzip.compress(b"{" + b" " * (MAX_BODY * 20) + b"}")
-    response = httpx.post(f"{small_cap_pooler.url}/v1/responses", content=bomb,
-                          headers={**headers, "Content-Encoding": "gzip"})
+    response = httpx.post(
+        f"{small_cap_pooler.url}/v1/responses", content=bomb, headers={**headers, "Content-Encoding": "gzip"}
+    )
     assert response.status_code == 413
 
 

@@ -16,13 +16,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def post_turn(pooler, key, body=None, session=None, **kwargs) -> httpx.Response:
-    return httpx.post(f"{pooler.codex_base_url}/responses", json=body or turn_body(session=session),
-                      headers=session_headers(key, session), timeout=30, **kwargs)
+    return httpx.post(
+        f"{pooler.codex_base_url}/responses",
+        json=body or turn_body(session=session),
+        headers=session_headers(key, session),
+        timeout=30,
+        **kwargs,
+    )
 
 
 def served_by(simulator, request_session: str) -> set[str]:
-    return {r["account_id"] for r in simulator.requests() if r.get("session_id") == request_session
-            or (r.get("headers") or {}).get("session-id") == request_session}
+    return {
+        r["account_id"]
+        for r in simulator.requests()
+        if r.get("session_id") == request_session or (r.get("headers") or {}).get("session-id") == request_session
+    }
 
 
 def wait_for_log(request_id: str | None = None, timeout: float = 5, **filters) -> RequestLog:
@@ -69,8 +77,9 @@ def test_the_upstream_sees_the_account_not_the_client_key(pooler, simulator):
 def test_exhausted_account_is_never_chosen(pooler, simulator):
     pool = make_pool()
     reset = timezone.now() + timedelta(hours=2)
-    spent = make_account(pool, simulator, sim_fields={"primary_used_percent": 100.0},
-                         primary_used_percent=100.0, primary_resets_at=reset)
+    spent = make_account(
+        pool, simulator, sim_fields={"primary_used_percent": 100.0}, primary_used_percent=100.0, primary_resets_at=reset
+    )
     make_account(pool, simulator)
     _, key = make_key(pool)
     for _ in range(4):
@@ -149,8 +158,9 @@ def test_first_event_arrives_before_a_slow_upstream_finishes(pooler, simulator):
     simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.3, "count": 1}])
     _, key = make_key(pool)
     start = time.monotonic()
-    with httpx.stream("POST", f"{pooler.codex_base_url}/responses", json=turn_body(),
-                      headers=session_headers(key), timeout=30) as response:
+    with httpx.stream(
+        "POST", f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30
+    ) as response:
         chunks = response.iter_raw()
         next(chunks)
         first_at = time.monotonic() - start
@@ -166,8 +176,9 @@ def test_client_disconnect_closes_the_upstream(pooler, simulator):
     simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.5, "count": 1}])
     _, key = make_key(pool)
     simulator.clear_requests()
-    with httpx.stream("POST", f"{pooler.codex_base_url}/responses", json=turn_body(),
-                      headers=session_headers(key), timeout=30) as response:
+    with httpx.stream(
+        "POST", f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30
+    ) as response:
         request_id = response.headers["x-request-id"]
         next(response.iter_raw())
     row = wait_for_log(request_id, timeout=10)
@@ -227,9 +238,12 @@ def test_zstd_and_gzip_bodies_are_accepted(pooler, simulator):
     _, key = make_key(pool)
     raw = json.dumps(turn_body("packed")).encode()
     for encoding, packed in [("zstd", zstandard.ZstdCompressor().compress(raw)), ("gzip", gzip.compress(raw))]:
-        response = httpx.post(f"{pooler.codex_base_url}/responses", content=packed, timeout=30,
-                              headers={**session_headers(key), "Content-Encoding": encoding,
-                                       "Content-Type": "application/json"})
+        response = httpx.post(
+            f"{pooler.codex_base_url}/responses",
+            content=packed,
+            timeout=30,
+            headers={**session_headers(key), "Content-Encoding": encoding, "Content-Type": "application/json"},
+        )
         assert reply_text(sse_events(response.text)) == "echo: packed"
 
 
@@ -240,8 +254,12 @@ def test_models_compact_and_unknown_routes(pooler, simulator):
     headers = {"Authorization": f"Bearer {key}"}
     models = httpx.get(f"{pooler.codex_base_url}/models?client_version=0.169.0", headers=headers).json()["models"]
     assert {m["slug"] for m in models} <= {"gpt-5.2", "gpt-5.1-codex"} and models
-    compact = httpx.post(f"{pooler.codex_base_url}/responses/compact", headers=headers, timeout=30,
-                         json={k: v for k, v in turn_body().items() if k != "stream"})
+    compact = httpx.post(
+        f"{pooler.codex_base_url}/responses/compact",
+        headers=headers,
+        timeout=30,
+        json={k: v for k, v in turn_body().items() if k != "stream"},
+    )
     assert compact.status_code == 200 and isinstance(compact.json()["output"], list)
     assert httpx.get(f"{pooler.codex_base_url}/anything", headers=headers).status_code == 404
     assert httpx.post(f"{pooler.url}/backend-api/other", headers=headers).status_code == 404
@@ -252,8 +270,11 @@ def test_realtime_calls_proxy_the_sdp_answer(pooler, simulator):
     make_account(pool, simulator)
     _, key = make_key(pool)
     offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"
-    response = httpx.post(f"{pooler.codex_base_url}/realtime/calls", content=offer,
-                          headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"})
+    response = httpx.post(
+        f"{pooler.codex_base_url}/realtime/calls",
+        content=offer,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
+    )
     assert response.status_code in (200, 201) and response.text.startswith("v=0")
 
 

@@ -46,11 +46,13 @@ def test_concurrent_streams_free_on_release():
 def test_tokens_per_day_counts_real_usage():
     key, _ = make_key(make_pool(), tokens_per_day=1000)
     admit(key, "a")
-    RequestLog.objects.create(request_id="a", api_key=key, pool=key.pool, route="codex.responses",
-                              total_tokens=999, created_at=timezone.now())
+    RequestLog.objects.create(
+        request_id="a", api_key=key, pool=key.pool, route="codex.responses", total_tokens=999, created_at=timezone.now()
+    )
     release(admit(key, "b"))
-    RequestLog.objects.create(request_id="b", api_key=key, pool=key.pool, route="codex.responses",
-                              total_tokens=1, created_at=timezone.now())
+    RequestLog.objects.create(
+        request_id="b", api_key=key, pool=key.pool, route="codex.responses", total_tokens=1, created_at=timezone.now()
+    )
     with pytest.raises(RateLimited) as error:
         admit(key, "c")
     assert error.value.code == "key_tokens_per_day_limit"

@@ -51,11 +51,18 @@ def test_responses_create_with_and_without_stream(sdk):
 
 def test_chat_completions_with_and_without_stream(sdk):
     completion = sdk.chat.completions.create(
-        model="gpt-5.2", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}])
+        model="gpt-5.2", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    )
     assert completion.choices[0].message.content == "echo: hello"
     assert completion.choices[0].finish_reason == "stop" and completion.usage.total_tokens > 0
-    chunks = list(sdk.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "chunks"}],
-                                              stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        sdk.chat.completions.create(
+            model="gpt-5.2",
+            messages=[{"role": "user", "content": "chunks"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: chunks"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
@@ -64,35 +71,52 @@ def test_chat_completions_with_and_without_stream(sdk):
 
 
 def test_chat_tool_call_round_trip(sdk, simulator):
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "weather for a city",
-                                               "parameters": {"type": "object",
-                                                              "properties": {"city": {"type": "string"}}}}}]
-    first = sdk.chat.completions.create(model="gpt-5.2", tools=tools, tool_choice="required",
-                                        messages=[{"role": "user", "content": "weather in Oslo?"}])
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    first = sdk.chat.completions.create(
+        model="gpt-5.2", tools=tools, tool_choice="required", messages=[{"role": "user", "content": "weather in Oslo?"}]
+    )
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
     json.loads(call.function.arguments)
-    second = sdk.chat.completions.create(model="gpt-5.2", tools=tools, messages=[
-        {"role": "user", "content": "weather in Oslo?"},
-        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
-    ])
+    second = sdk.chat.completions.create(
+        model="gpt-5.2",
+        tools=tools,
+        messages=[
+            {"role": "user", "content": "weather in Oslo?"},
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ],
+    )
     assert second.choices[0].message.content
 
 
 def test_chat_json_schema_response_format(sdk):
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
     completion = sdk.chat.completions.create(
-        model="gpt-5.2", messages=[{"role": "user", "content": "answer in json"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}})
+        model="gpt-5.2",
+        messages=[{"role": "user", "content": "answer in json"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}},
+    )
     assert "answer" in json.loads(completion.choices[0].message.content)
 
 
 def test_unsupported_parameters_are_named(sdk):
     with pytest.raises(openai.BadRequestError) as error:
-        sdk.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "x"}], n=2,
-                                    temperature=0.2)
+        sdk.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "x"}], n=2, temperature=0.2)
     assert "n" in error.value.message and "temperature" in error.value.message
 
 

@@ -36,8 +36,15 @@ def test_create_pool_twice_is_a_clear_error():
 def test_import_account_reads_identity_from_id_token(tmp_path):
     run("create_pool", "team")
     data = write_auth_json(tmp_path / "auth.json", account_id="acct-42", email="ana@example.com", plan="pro")
-    out = run("import_account", "--pool", "team", "--auth-json", str(tmp_path / "auth.json"),
-              "--base-url", "http://127.0.0.1:9/backend-api/codex")
+    out = run(
+        "import_account",
+        "--pool",
+        "team",
+        "--auth-json",
+        str(tmp_path / "auth.json"),
+        "--base-url",
+        "http://127.0.0.1:9/backend-api/codex",
+    )
     account = UpstreamAccount.objects.get(chatgpt_account_id="acct-42")
     assert "acct-42" in out
     assert (account.email, account.plan_type, account.label) == ("ana@example.com", "pro", "ana@example.com")
@@ -46,9 +53,15 @@ def test_import_account_reads_identity_from_id_token(tmp_path):
     assert account.memberships.get().pool.name == "team"
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"tokens": {}}), json.dumps({"OPENAI_API_KEY": "sk"}),
-                                     json.dumps({"tokens": {"id_token": "x", "access_token": "y",
-                                                            "refresh_token": "z"}})])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        json.dumps({"tokens": {}}),
+        json.dumps({"OPENAI_API_KEY": "sk"}),
+        json.dumps({"tokens": {"id_token": "x", "access_token": "y", "refresh_token": "z"}}),
+    ],
+)
 def test_import_account_rejects_malformed_file_and_writes_nothing(tmp_path, content):
     run("create_pool", "team")
     path = tmp_path / "auth.json"
@@ -61,8 +74,21 @@ def test_import_account_rejects_malformed_file_and_writes_nothing(tmp_path, cont
 
 def test_create_api_key_prints_raw_key_last_and_stores_hash():
     run("create_pool", "team")
-    out = run("create_api_key", "--pool", "team", "--name", "ci", "--rpm", "30", "--tokens-per-day", "1000",
-              "--max-concurrent", "2", "--models", "gpt-5.2")
+    out = run(
+        "create_api_key",
+        "--pool",
+        "team",
+        "--name",
+        "ci",
+        "--rpm",
+        "30",
+        "--tokens-per-day",
+        "1000",
+        "--max-concurrent",
+        "2",
+        "--models",
+        "gpt-5.2",
+    )
     raw = out.strip().splitlines()[-1]
     key = PoolApiKey.objects.get()
     assert raw.startswith(key.prefix) and key.matches(raw)
@@ -96,7 +122,11 @@ def test_commands_fail_with_exit_status_1(tmp_path):
 
     from tests.support.pooler import test_database_url
 
-    result = subprocess.run([sys.executable, "manage.py", "create_api_key", "--pool", "missing"],
-                            capture_output=True, text=True, env={**os.environ, "DATABASE_URL": test_database_url()})
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", "--pool", "missing"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": test_database_url()},
+    )
     assert result.returncode == 1
     assert "no pool named 'missing'" in result.stderr

@@ -68,8 +68,12 @@ def test_a_session_sticks_to_its_account_and_moves_only_when_it_must():
     assert moved.accounts == [first] and moved.owner == second and moved.owner_unavailable == "quota_exhausted"
     remember_session(moved, pool, first, "quota_exhausted")
     affinity = SessionAffinity.objects.get()
-    assert (affinity.account, affinity.previous_account, affinity.move_reason, affinity.moves) == \
-        (first, second, "quota_exhausted", 1)
+    assert (affinity.account, affinity.previous_account, affinity.move_reason, affinity.moves) == (
+        first,
+        second,
+        "quota_exhausted",
+        1,
+    )
 
 
 def test_hold_policy_answers_429_with_the_owner_reset():
@@ -87,8 +91,9 @@ def test_hold_policy_answers_429_with_the_owner_reset():
 def test_fill_first_drains_in_priority_order_until_the_reserve():
     pool = make_pool(strategy="fill_first")
     second = make_account(pool, label="second", membership={"priority": 2}, reserve_percent=80.0)
-    first = make_account(pool, label="first", membership={"priority": 1}, reserve_percent=80.0,
-                         primary_used_percent=79.0)
+    first = make_account(
+        pool, label="first", membership={"priority": 1}, reserve_percent=80.0, primary_used_percent=79.0
+    )
     assert plan_turn(pool, "m", None).accounts[0] == first
     first.primary_used_percent = 80.0
     first.save()
@@ -120,12 +125,16 @@ def test_sticky_key_prefers_session_headers_then_prompt_cache_key():
 
 
 def test_migration_strips_only_account_bound_history():
-    body = {"model": "m", "previous_response_id": "resp_1", "input": [
-        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
-        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA..."},
-        {"type": "compaction", "encrypted_content": "gAAAA..."},
-        {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{}"},
-    ]}
+    body = {
+        "model": "m",
+        "previous_response_id": "resp_1",
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA..."},
+            {"type": "compaction", "encrypted_content": "gAAAA..."},
+            {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{}"},
+        ],
+    }
     assert has_account_bound(body)
     stripped = strip_account_bound(body)
     assert "previous_response_id" not in stripped

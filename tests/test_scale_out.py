@@ -26,6 +26,7 @@ def second_pooler(django_db_setup, django_db_blocker, simulator):
 
 async def _post_all(urls_and_keys: list[tuple[str, str]]) -> list[int]:
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as client:
+
         async def one(url, key):
             response = await client.post(f"{url}/responses", json=turn_body(), headers=session_headers(key))
             return response.status_code
@@ -39,8 +40,9 @@ def turns_seen(simulator, account_ids: set[str]) -> int:
 
 def test_rpm_limit_holds_across_two_processes(pooler, second_pooler, simulator):
     pool = make_pool()
-    accounts = {make_account(pool, simulator, sim_fields={"percent_per_turn": 0.0}).chatgpt_account_id
-                for _ in range(3)}
+    accounts = {
+        make_account(pool, simulator, sim_fields={"percent_per_turn": 0.0}).chatgpt_account_id for _ in range(3)
+    }
     key_row, key = make_key(pool, rpm=30)
     targets = [(p.codex_base_url, key) for p in (pooler, second_pooler) for _ in range(30)]
     statuses = asyncio.run(_post_all(targets))
@@ -59,20 +61,24 @@ def test_concurrent_stream_limit_holds_and_slots_are_released(pooler, second_poo
 
     async def run():
         async with httpx.AsyncClient(timeout=60) as client:
+
             async def full(server):
-                response = await client.post(f"{server.codex_base_url}/responses", json=turn_body(),
-                                             headers=session_headers(key))
+                response = await client.post(
+                    f"{server.codex_base_url}/responses", json=turn_body(), headers=session_headers(key)
+                )
                 return response.status_code
 
             async def abandoned(server):
-                async with client.stream("POST", f"{server.codex_base_url}/responses", json=turn_body(),
-                                         headers=session_headers(key)) as response:
+                async with client.stream(
+                    "POST", f"{server.codex_base_url}/responses", json=turn_body(), headers=session_headers(key)
+                ) as response:
                     if response.status_code == 200:
                         await anext(response.aiter_raw())  # then walk away mid-stream
                     return response.status_code
 
-            return await asyncio.gather(full(pooler), full(second_pooler), abandoned(pooler),
-                                        abandoned(second_pooler), full(pooler))
+            return await asyncio.gather(
+                full(pooler), full(second_pooler), abandoned(pooler), abandoned(second_pooler), full(pooler)
+            )
 
     statuses = asyncio.run(run())
     assert statuses.count(200) == 2 and statuses.count(429) == 3
@@ -91,8 +97,12 @@ def test_a_session_lands_on_one_account_via_either_process(pooler, second_pooler
     key_row, key = make_key(pool)
     session = str(uuid.uuid4())
     for server in [pooler, second_pooler, pooler, second_pooler]:
-        response = httpx.post(f"{server.codex_base_url}/responses", json=turn_body(session=session),
-                              headers=session_headers(key, session), timeout=30)
+        response = httpx.post(
+            f"{server.codex_base_url}/responses",
+            json=turn_body(session=session),
+            headers=session_headers(key, session),
+            timeout=30,
+        )
         assert response.status_code == 200
     deadline = time.monotonic() + 5
     while RequestLog.objects.filter(api_key=key_row).count() < 4 and time.monotonic() < deadline:

@@ -16,7 +16,7 @@ def all_stored_text() -> str:
         for model in apps.get_models():
             table = model._meta.db_table
             columns = [f.column for f in model._meta.concrete_fields]
-            cursor.execute(f'SELECT {", ".join(connection.ops.quote_name(c) for c in columns)} FROM {table}')
+            cursor.execute(f"SELECT {', '.join(connection.ops.quote_name(c) for c in columns)} FROM {table}")
             chunks.extend(str(value) for row in cursor.fetchall() for value in row)
     return "\n".join(chunks)
 

@@ -21,8 +21,11 @@ def completed_output(events: list[dict]) -> list[dict]:
 
 def history_after(body: dict, events: list[dict], next_text: str) -> dict:
     """The next turn's body as the CLI builds it: everything so far plus the new user message."""
-    items = body["input"] + completed_output(events) + [
-        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": next_text}]}]
+    items = (
+        body["input"]
+        + completed_output(events)
+        + [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": next_text}]}]
+    )
     return {**body, "input": items}
 
 
@@ -43,8 +46,12 @@ def test_the_simulator_rejects_another_accounts_encrypted_history(simulator):
     body = turn_body("remember me")
 
     def post(account, payload):
-        return httpx.post(f"{simulator.codex_base_url}/responses", json=payload, timeout=30, headers={
-            "Authorization": f"Bearer {account['access_token']}", "chatgpt-account-id": account["account_id"]})
+        return httpx.post(
+            f"{simulator.codex_base_url}/responses",
+            json=payload,
+            timeout=30,
+            headers={"Authorization": f"Bearer {account['access_token']}", "chatgpt-account-id": account["account_id"]},
+        )
 
     events = sse_events(post(first, body).text)
     assert any(item.get("encrypted_content") for item in completed_output(events) if item["type"] == "reasoning")
@@ -66,8 +73,9 @@ def test_http_session_migrates_with_its_history_rewritten(pooler, simulator):
     events = sse_events(httpx.post(url, json=body, headers=session_headers(key, session), timeout=30).text)
     assert last_log(key_row).account == first
     simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
-    response = httpx.post(url, json=history_after(body, events, "two"), headers=session_headers(key, session),
-                          timeout=30)
+    response = httpx.post(
+        url, json=history_after(body, events, "two"), headers=session_headers(key, session), timeout=30
+    )
     assert response.status_code == 200 and reply_text(sse_events(response.text)) == "echo: two"
     row = last_log(key_row)
     assert (row.account, row.migrated_from) == (second, first) and row.migration_reason
@@ -82,8 +90,10 @@ def test_hold_answers_the_usage_limit_with_the_owner_reset(pooler, simulator):
     _, key = make_key(pool)
     session = str(uuid.uuid4())
     url = f"{pooler.codex_base_url}/responses"
-    assert httpx.post(url, json=turn_body(session=session), headers=session_headers(key, session),
-                      timeout=30).status_code == 200
+    assert (
+        httpx.post(url, json=turn_body(session=session), headers=session_headers(key, session), timeout=30).status_code
+        == 200
+    )
     simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
     resets_in = simulator.get_account(first.chatgpt_account_id).get("primary_reset_after_seconds")
     response = httpx.post(url, json=turn_body(session=session), headers=session_headers(key, session), timeout=30)
@@ -117,9 +127,14 @@ def test_websocket_session_moves_and_resends_the_whole_history(pooler, simulator
         assert reply_text(first_events) == "echo: one"
         simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
         # Like the CLI: only the new input, chained to the previous response on this connection.
-        second_events = turn(ws, {**body, "previous_response_id": first_events[-1]["response"]["id"],
-                                  "input": [{"type": "message", "role": "user",
-                                             "content": [{"type": "input_text", "text": "two"}]}]})
+        second_events = turn(
+            ws,
+            {
+                **body,
+                "previous_response_id": first_events[-1]["response"]["id"],
+                "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "two"}]}],
+            },
+        )
     assert reply_text(second_events) == "echo: two", second_events
     row = last_log(key_row)
     assert (row.account, row.migrated_from) == (second, first)

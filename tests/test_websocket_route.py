@@ -24,8 +24,12 @@ def ws_url(pooler) -> str:
 
 def ws_headers(key: str, session: str | None = None) -> dict:
     session = session or str(uuid.uuid4())
-    return {"Authorization": f"Bearer {key}", "session-id": session, "originator": "codex_exec",
-            "openai-beta": "responses_websockets=2026-02-06"}
+    return {
+        "Authorization": f"Bearer {key}",
+        "session-id": session,
+        "originator": "codex_exec",
+        "openai-beta": "responses_websockets=2026-02-06",
+    }
 
 
 def create_frame(text="hello", **extra) -> str:
@@ -67,10 +71,18 @@ def test_prewarm_then_turns_on_one_connection(pooler, simulator):
         ws.send(create_frame("first turn"))
         first = read_turn(ws)
         assert reply(first) == "echo: first turn"
-        ws.send(json.dumps({"type": "response.create", **turn_body("second turn"),
-                            "previous_response_id": first[-1]["response"]["id"],
-                            "input": [{"type": "message", "role": "user",
-                                       "content": [{"type": "input_text", "text": "second turn"}]}]}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "response.create",
+                    **turn_body("second turn"),
+                    "previous_response_id": first[-1]["response"]["id"],
+                    "input": [
+                        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "second turn"}]}
+                    ],
+                }
+            )
+        )
         assert reply(read_turn(ws)) == "echo: second turn"
     rows = logs(3, api_key=key_row)
     assert [r.is_prewarm for r in rows] == [True, False, False]
@@ -138,8 +150,9 @@ async def test_consumer_relays_a_turn(simulator):
         return make_key(pool)[1]
 
     key = await sync_to_async(seed)()
-    communicator = WebsocketCommunicator(application, "/backend-api/codex/responses",
-                                         headers=[(b"authorization", f"Bearer {key}".encode())])
+    communicator = WebsocketCommunicator(
+        application, "/backend-api/codex/responses", headers=[(b"authorization", f"Bearer {key}".encode())]
+    )
     connected, _ = await communicator.connect()
     assert connected
     await communicator.send_to(text_data=create_frame("via communicator"))

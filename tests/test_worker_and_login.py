@@ -21,10 +21,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def manage(*args, simulator, env=None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "manage.py", *args], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "DATABASE_URL": test_database_url(), "POOLER_AUTH_BASE_URL": simulator.url,
-             **(env or {})}, **kwargs)
+        env={**os.environ, "DATABASE_URL": test_database_url(), "POOLER_AUTH_BASE_URL": simulator.url, **(env or {})},
+        **kwargs,
+    )
 
 
 def read_authorize_url(process: subprocess.Popen) -> str:
@@ -40,8 +45,18 @@ def test_login_account_end_to_end(pooler, simulator):
     account = simulator.add_account(email="login@example.com")
     simulator.next_login(account["account_id"])
     port = _free_port()
-    process = manage("login_account", "--pool", pool.name, "--label", "logged-in", "--callback-port", str(port),
-                     "--base-url", simulator.codex_base_url, simulator=simulator)
+    process = manage(
+        "login_account",
+        "--pool",
+        pool.name,
+        "--label",
+        "logged-in",
+        "--callback-port",
+        str(port),
+        "--base-url",
+        simulator.codex_base_url,
+        simulator=simulator,
+    )
     url = read_authorize_url(process)
     redirect = httpx.get(url, follow_redirects=False)
     assert redirect.status_code in (302, 303)
@@ -51,8 +66,9 @@ def test_login_account_end_to_end(pooler, simulator):
     assert process.returncode == 0, err
     stored = UpstreamAccount.objects.get(label="logged-in")
     assert stored.chatgpt_account_id == account["account_id"] and stored.email == "login@example.com"
-    response = httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body("after login"),
-                          headers=session_headers(key), timeout=30)
+    response = httpx.post(
+        f"{pooler.codex_base_url}/responses", json=turn_body("after login"), headers=session_headers(key), timeout=30
+    )
     assert response.status_code == 200 and reply_text(sse_events(response.text)) == "echo: after login"
 
 
@@ -83,8 +99,15 @@ def test_two_workers_refresh_each_account_exactly_once(simulator):
         assert account.token_expires_at > soon and account.status == "active"
     # The rotated tokens keep working: a turn on each account succeeds directly upstream.
     for account in accounts:
-        response = httpx.post(f"{simulator.codex_base_url}/responses", json=turn_body(), timeout=30, headers={
-            "Authorization": f"Bearer {account.access_token}", "chatgpt-account-id": account.chatgpt_account_id})
+        response = httpx.post(
+            f"{simulator.codex_base_url}/responses",
+            json=turn_body(),
+            timeout=30,
+            headers={
+                "Authorization": f"Bearer {account.access_token}",
+                "chatgpt-account-id": account.chatgpt_account_id,
+            },
+        )
         assert response.status_code == 200
 
 
@@ -123,13 +146,18 @@ def test_rotate_encryption_key_re_encrypts_every_secret(simulator):
     token = account.access_token
     new_key = Fernet.generate_key().decode()
     old_keys = ",".join(settings.POOLER_ENCRYPTION_KEYS)
-    rotate = manage("rotate_encryption_key", simulator=simulator,
-                    env={"POOLER_ENCRYPTION_KEYS": f"{new_key},{old_keys}"})
+    rotate = manage(
+        "rotate_encryption_key", simulator=simulator, env={"POOLER_ENCRYPTION_KEYS": f"{new_key},{old_keys}"}
+    )
     out, err = rotate.communicate(timeout=60)
     assert rotate.returncode == 0, err
     assert "re-encrypted" in out
-    check = manage("shell", "-c", f"from accounts.models import UpstreamAccount as A; "
-                   f"print(A.objects.get(pk={account.pk}).access_token)",
-                   simulator=simulator, env={"POOLER_ENCRYPTION_KEYS": new_key})
+    check = manage(
+        "shell",
+        "-c",
+        f"from accounts.models import UpstreamAccount as A; print(A.objects.get(pk={account.pk}).access_token)",
+        simulator=simulator,
+        env={"POOLER_ENCRYPTION_KEYS": new_key},
+    )
     out, err = check.communicate(timeout=60)
     assert out.strip() == token, err

@@ -40,7 +40,10 @@ class PoolerServer:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "pooler.asgi:application"],
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 

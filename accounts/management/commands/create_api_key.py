@@ -17,8 +17,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, pool, name, rpm, tokens_per_day, max_concurrent, models, **options):
         key = PoolApiKey(
-            pool=get_pool(pool), name=name, rpm=rpm, tokens_per_day=tokens_per_day,
-            max_concurrent=max_concurrent, allowed_models=split_list(models),
+            pool=get_pool(pool),
+            name=name,
+            rpm=rpm,
+            tokens_per_day=tokens_per_day,
+            max_concurrent=max_concurrent,
+            allowed_models=split_list(models),
         )
         raw = key.issue()
         key.save()

@@ -23,5 +23,6 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {auth_json}: {exc.strerror}") from None
         except ImportError_ as exc:
             raise CommandError(f"{auth_json}: {exc}") from None
-        self.stdout.write(f"imported {account.label} ({account.chatgpt_account_id}, {account.plan_type or '?'}) "
-                          f"into pool {pool.name}")
+        self.stdout.write(
+            f"imported {account.label} ({account.chatgpt_account_id}, {account.plan_type or '?'}) into pool {pool.name}"
+        )

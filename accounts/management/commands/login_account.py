@@ -73,5 +73,7 @@ class Command(BaseCommand):
             account = store_account(tokens, pool, label=label, base_url=base_url)
         except (LoginFailed, ImportError_) as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"logged in {account.label} ({account.chatgpt_account_id}, {account.plan_type or '?'}) "
-                          f"into pool {pool.name}")
+        self.stdout.write(
+            f"logged in {account.label} ({account.chatgpt_account_id}, {account.plan_type or '?'}) "
+            f"into pool {pool.name}"
+        )

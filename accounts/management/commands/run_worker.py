@@ -21,8 +21,11 @@ log = logging.getLogger("pooler.worker")
 def refresh_expiring_tokens() -> int:
     """Refresh every token that expires within the margin; accounts waiting for a reset included."""
     soon = timezone.now() + timedelta(seconds=settings.POOLER_REFRESH_MARGIN_SECONDS)
-    due = UpstreamAccount.objects.filter(status__in=["active", "paused"], token_expires_at__lte=soon).exclude(
-        refresh_token="").values_list("id", flat=True)
+    due = (
+        UpstreamAccount.objects.filter(status__in=["active", "paused"], token_expires_at__lte=soon)
+        .exclude(refresh_token="")
+        .values_list("id", flat=True)
+    )
     refreshed = 0
     for account_id in due:
         try:
@@ -49,13 +52,15 @@ def poll_quotas() -> int:
 def housekeeping() -> dict:
     now = timezone.now()
     return {
-        "cooldowns": UpstreamAccount.objects.filter(cooldown_until__lte=now).update(cooldown_until=None,
-                                                                                    cooldown_reason=""),
+        "cooldowns": UpstreamAccount.objects.filter(cooldown_until__lte=now).update(
+            cooldown_until=None, cooldown_reason=""
+        ),
         "affinities": SessionAffinity.objects.filter(expires_at__lte=now).delete()[0],
         "slots": ConcurrencySlot.objects.filter(expires_at__lte=now).delete()[0],
         "admissions": Admission.objects.filter(at__lte=now - timedelta(minutes=5)).delete()[0],
         "request_logs": RequestLog.objects.filter(
-            created_at__lte=now - timedelta(days=settings.POOLER_LOG_RETENTION_DAYS)).delete()[0],
+            created_at__lte=now - timedelta(days=settings.POOLER_LOG_RETENTION_DAYS)
+        ).delete()[0],
     }
 
 
