@@ -186,10 +186,12 @@ def db_queries(stack: Stack) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("pooler_db_queries_total"))
 
 
-def set_event_delay(stack: Stack, seconds: float) -> None:
+def set_event_delay(stack: Stack, seconds: float, turns: int = 0) -> None:
+    """Slow the next `turns` streams of every account down, so many stay open at once (0: back to normal)."""
+    faults = [{"kind": "slow", "event_delay": seconds, "count": turns}] if turns else []
     for account in stack.accounts:
         httpx.patch(
-            f"{stack.simulator_url}/_sim/accounts/{account['account_id']}", json={"event_delay": seconds}
+            f"{stack.simulator_url}/_sim/accounts/{account['account_id']}", json={"faults": faults}
         ).raise_for_status()
 
 
@@ -252,7 +254,7 @@ def main() -> None:
         pooled_ws = asyncio.run(websocket_turns(ws_url, pooled.headers, int(100 * scale)))
         dw, pw = statistics.median(direct_ws), statistics.median(pooled_ws)
         rows.append(("websocket turn, p50 (one connection)", f"{dw:.1f} ms", f"{pw:.1f} ms", f"+{pw - dw:.1f} ms"))
-        set_event_delay(stack, 0.05)
+        set_event_delay(stack, 0.05, 1000)
         per_stream = asyncio.run(open_streams(pooled, int(500 * scale) or 50, pooler_pid))
         per_ws = asyncio.run(open_websockets(stack, int(200 * scale) or 20, pooler_pid))
         set_event_delay(stack, 0)

@@ -130,6 +130,7 @@ POOLER_AUTH_BASE_URL = env("POOLER_AUTH_BASE_URL", default="https://auth.openai.
 POOLER_OAUTH_CLIENT_ID = env("POOLER_OAUTH_CLIENT_ID", default="app_EMoamEEZ73f0CkXaXp7hrann")
 # Largest accepted request body, after decompression.
 POOLER_MAX_BODY_BYTES = env.int("POOLER_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = POOLER_MAX_BODY_BYTES
 # Upstream attempts per turn (first try plus failovers) before the client gets an error.
 POOLER_MAX_ATTEMPTS = env.int("POOLER_MAX_ATTEMPTS", default=3)
 # Upstream timeouts in seconds: connect, and the wait for the first byte / between chunks.

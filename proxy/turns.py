@@ -4,6 +4,7 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from collections.abc import AsyncIterator
 
 import httpx
@@ -113,7 +114,16 @@ async def open_upstream(
     except (StopAsyncIteration, httpx.HTTPError):
         await response.aclose()
         raise UpstreamFailure("closed", message="upstream closed before the first byte") from None
-    return account, response, first
+    return account, Opened(response, first, chunks)
+
+
+@dataclass
+class Opened:
+    """An upstream answer that has sent its first chunk; `rest` yields the chunks after it."""
+
+    response: httpx.Response
+    first: bytes
+    rest: AsyncIterator[bytes]
 
 
 def final_error(failures: list[UpstreamFailure]) -> PoolerError:
@@ -140,7 +150,7 @@ class HttpTurn:
 
     async def open(
         self, body: dict | bytes, session: str | None, content_type: str | None = None
-    ) -> tuple[httpx.Response, bytes] | HttpResponse:
+    ) -> "Opened | HttpResponse":
         """The upstream response with its first chunk, or a finished error response for the client.
 
         A JSON `body` is made valid for each account it is tried on: a session moved away from its owner
@@ -155,7 +165,7 @@ class HttpTurn:
         for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
             moved = plan.owner is not None and plan.owner.id != account.id
             try:
-                account, response, first = await self._try(account, body, content_type, strip=moved)
+                account, opened = await self._try(account, body, content_type, strip=moved)
             except UpstreamFailure as failure:
                 turn.attempt(account, failure.summary(), failure.status)
                 if failure.client_fault:
@@ -165,12 +175,12 @@ class HttpTurn:
                 if plan.hold and not moved:
                     return await self._refuse(await _held_error(account, failure.code or failure.kind), failures)
                 continue
-            turn.attempt(account, "ok", response.status_code)
-            turn.account, turn.status_code = account, response.status_code
+            turn.attempt(account, "ok", opened.response.status_code)
+            turn.account, turn.status_code = account, opened.response.status_code
             turn.first_byte_at = time.monotonic()
             turn.note_migration(account, failures)
-            observe_quota(turn, response.headers)
-            return response, first
+            observe_quota(turn, opened.response.headers)
+            return opened
         error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
         return await self._refuse(error, failures)
 
@@ -214,11 +224,12 @@ class HttpTurn:
         response["x-request-id"] = turn.request_id
         return response
 
-    def stream(self, response: httpx.Response, first: bytes, translator=None) -> StreamingHttpResponse:
+    def stream(self, opened: Opened, translator=None) -> StreamingHttpResponse:
         """Relay the upstream body chunk by chunk as it arrives (through `translator` for /v1 chat)."""
+        response = opened.response
         content_type = response.headers.get("content-type", "text/event-stream")
         out = StreamingHttpResponse(
-            self.relay(response, first, translator), status=response.status_code, content_type=content_type
+            self.relay(opened, translator), status=response.status_code, content_type=content_type
         )
         for name, value in client_headers(response.headers).items():
             if name.lower() != "content-type":
@@ -228,7 +239,8 @@ class HttpTurn:
         out["X-Accel-Buffering"] = "no"
         return out
 
-    async def relay(self, response: httpx.Response, first: bytes, translator=None) -> AsyncIterator[bytes]:
+    async def relay(self, opened: Opened, translator=None) -> AsyncIterator[bytes]:
+        response, first = opened.response, opened.first
         turn, watcher = self.turn, SseWatcher()
         turn.outcome = "client_closed"  # until the stream is seen to the end
         metrics.OPEN_STREAMS.inc()
@@ -236,7 +248,7 @@ class HttpTurn:
             watcher.feed(first)
             if out := translator.feed(first) if translator else first:
                 yield out
-            async for chunk in response.aiter_raw():
+            async for chunk in opened.rest:
                 watcher.feed(chunk)
                 if out := translator.feed(chunk) if translator else chunk:
                     yield out
@@ -252,12 +264,13 @@ class HttpTurn:
             await response.aclose()
             await finish(turn)
 
-    async def collect(self, response: httpx.Response, first: bytes) -> SseWatcher:
+    async def collect(self, opened: Opened) -> SseWatcher:
+        response, first = opened.response, opened.first
         """Read a whole stream (for clients that asked for one JSON answer) and account it."""
         turn, watcher = self.turn, SseWatcher()
         try:
             watcher.feed(first)
-            async for chunk in response.aiter_raw():
+            async for chunk in opened.rest:
                 watcher.feed(chunk)
             turn.outcome = _stream_outcome(watcher)
         except httpx.HTTPError:
@@ -268,11 +281,12 @@ class HttpTurn:
             await finish(turn)
         return watcher
 
-    async def read_all(self, response: httpx.Response, first: bytes) -> HttpResponse:
+    async def read_all(self, opened: Opened) -> HttpResponse:
+        response, first = opened.response, opened.first
         """A non-streamed answer (compact, realtime calls): read it whole, pass it back as it is."""
         turn, body = self.turn, bytearray(first)
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in opened.rest:
                 body += chunk
             turn.outcome = "ok"
         except httpx.HTTPError:

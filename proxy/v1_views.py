@@ -1,6 +1,6 @@
 """The narrow OpenAI-compatible /v1 surface, on the same pools, limits, routing and accounting."""
 
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 from . import openai_compat
 from .accounting import Turn
@@ -34,12 +34,12 @@ async def responses(request, key, request_id):
     body = read_json(request)
     backend_body = openai_compat.responses_request(body)
     proxied, turn, opened = await _turn(request, key, request_id, "v1.responses", backend_body)
-    if not isinstance(opened, tuple):
+    if isinstance(opened, HttpResponse):
         return opened
     if body.get("stream"):
-        return proxied.stream(*opened)
+        return proxied.stream(opened)
     turn.is_stream = False
-    watcher = await proxied.collect(*opened)
+    watcher = await proxied.collect(opened)
     if watcher.terminal != "response.completed" or watcher.response is None:
         return error_response(_failed_turn_error(watcher), request_id)
     return JsonResponse(watcher.response, headers={"x-request-id": request_id})
@@ -53,10 +53,10 @@ async def responses_compact(request, key, request_id):
     proxied, turn, opened = await _turn(
         request, key, request_id, "v1.responses.compact", backend_body, path="/responses/compact"
     )
-    if not isinstance(opened, tuple):
+    if isinstance(opened, HttpResponse):
         return opened
     turn.is_stream = False
-    return await proxied.read_all(*opened)
+    return await proxied.read_all(opened)
 
 
 @runtime_view(("POST",))
@@ -64,14 +64,14 @@ async def chat_completions(request, key, request_id):
     body = read_json(request)
     backend_body = openai_compat.chat_request(body)
     proxied, turn, opened = await _turn(request, key, request_id, "v1.chat.completions", backend_body)
-    if not isinstance(opened, tuple):
+    if isinstance(opened, HttpResponse):
         return opened
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = openai_compat.ChatStreamTranslator(backend_body["model"], include_usage)
-        return proxied.stream(*opened, translator=translator)
+        return proxied.stream(opened, translator=translator)
     turn.is_stream = False
-    watcher = await proxied.collect(*opened)
+    watcher = await proxied.collect(opened)
     if watcher.terminal not in ("response.completed", "response.incomplete") or watcher.response is None:
         return error_response(_failed_turn_error(watcher), request_id)
     return JsonResponse(

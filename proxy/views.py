@@ -5,13 +5,14 @@ import functools
 import logging
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .accounting import Turn
 from .auth import authenticate
 from .body import decode_body, parse_json_object, require_model
-from .errors import NotFound, PoolerError, error_response
+from .errors import NotFound, PayloadTooLarge, PoolerError, error_response
 from .models_list import pool_models
 from .routing import sticky_key
 from .turns import HttpTurn, new_request_id
@@ -36,6 +37,10 @@ def runtime_view(methods: tuple[str, ...]):
                 return await view(request, key, request_id, *args, **kwargs)
             except PoolerError as error:
                 return error_response(error, request_id)
+            except RequestDataTooBig:
+                limit = settings.POOLER_MAX_BODY_BYTES
+                return error_response(PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes."),
+                                      request_id)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -76,9 +81,9 @@ async def responses(request, key, request_id):
     )
     proxied = HttpTurn(request, turn, key, path="/responses")
     opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
-    if not isinstance(opened, tuple):
+    if isinstance(opened, HttpResponse):
         return opened
-    return proxied.stream(*opened)
+    return proxied.stream(opened)
 
 
 @runtime_view(("POST",))
@@ -95,9 +100,9 @@ async def compact(request, key, request_id):
     )
     proxied = HttpTurn(request, turn, key, path="/responses/compact")
     opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
-    if not isinstance(opened, tuple):
+    if isinstance(opened, HttpResponse):
         return opened
-    return await proxied.read_all(*opened)
+    return await proxied.read_all(opened)
 
 
 @runtime_view(("GET",))
@@ -110,8 +115,6 @@ async def models(request, key, request_id):
 @runtime_view(("POST",))
 async def realtime_calls(request, key, request_id):
     """POST /backend-api/codex/realtime/calls: SDP offer in, SDP answer out, nothing translated."""
-    if len(request.body) > settings.POOLER_MAX_BODY_BYTES:
-        return error_response(PoolerError("SDP offer too large.", status=413, code="request_too_large"))
     turn = Turn(
         request_id=request_id,
         route="codex.realtime_calls",
@@ -125,10 +128,11 @@ async def realtime_calls(request, key, request_id):
     opened = await proxied.open(
         request.body, sticky_key(request.headers, {}), request.headers.get("content-type", "application/sdp")
     )
-    if not isinstance(opened, tuple):
+    if isinstance(opened, HttpResponse):
         return opened
-    return await proxied.read_all(*opened)
+    return await proxied.read_all(opened)
 
 
+@csrf_exempt
 async def unknown_route(request):
     return error_response(NotFound(f"Unknown route {request.method} {request.path}"))

@@ -2,10 +2,7 @@ import pytest
 
 from tests.support.pooler import PoolerServer
 
-try:
-    from tests.support.sim_fixtures import *  # noqa: F403  (`simulator` per module, `codex_bin` per run)
-except ImportError:  # TEMPORARY while the simulator is written
-    pass
+from tests.support.sim_fixtures import *  # noqa: F403  (`simulator` per module, `codex_bin` per run)
 
 
 @pytest.fixture(scope="module")

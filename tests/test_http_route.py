@@ -209,7 +209,7 @@ def test_wrong_revoked_and_expired_keys_get_401(pooler, simulator):
     pool = make_pool()
     revoked, revoked_raw = make_key(pool, revoked_at=timezone.now())
     _, expired_raw = make_key(pool, expires_at=timezone.now() - timedelta(seconds=1))
-    for key in ["cpk_nope_nope", revoked_raw, expired_raw, ""]:
+    for key in ["cpk_nope_nope", revoked_raw, expired_raw, "x"]:
         response = post_turn(pooler, key)
         assert response.status_code == 401
         error = response.json()["error"]
