@@ -18,6 +18,7 @@ from .sse import usage_counts
 from .upstream import UpstreamFailure
 
 log = logging.getLogger("pooler.requests")
+health_log = logging.getLogger("pooler.accounts")
 
 # Short, growing cooldowns for transient failures: 5 s, 10 s, 20 s … capped at 5 minutes.
 _BASE_COOLDOWN, _MAX_COOLDOWN = 5, 300
@@ -96,7 +97,7 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
         )
         fields["consecutive_failures"] = F("consecutive_failures") + 1
     UpstreamAccount.objects.filter(pk=account.pk).update(**fields)
-    log.warning("account %s failed a turn before its first byte: %s", account.label, failure.summary())
+    health_log.warning("account %s failed a turn before its first byte: %s", account.label, failure.summary())
 
 
 def _write(turn: Turn) -> None:

@@ -29,15 +29,15 @@ def history_after(body: dict, events: list[dict], next_text: str) -> dict:
     return {**body, "input": items}
 
 
-def last_log(key_row, timeout=5) -> RequestLog:
+def nth_log(key_row, n: int, timeout=5) -> RequestLog:
+    """The n-th RequestLog row of a key (1-based), waiting for it to be written."""
     deadline = time.monotonic() + timeout
-    count = RequestLog.objects.filter(api_key=key_row).count()
     while time.monotonic() < deadline:
-        row = RequestLog.objects.filter(api_key=key_row).order_by("-created_at").first()
-        if row is not None:
-            return row
+        rows = list(RequestLog.objects.filter(api_key=key_row).order_by("created_at"))
+        if len(rows) >= n:
+            return rows[n - 1]
         time.sleep(0.05)
-    raise AssertionError(f"no log ({count})")
+    raise AssertionError(f"fewer than {n} RequestLog rows")
 
 
 def test_the_simulator_rejects_another_accounts_encrypted_history(simulator):
@@ -71,13 +71,13 @@ def test_http_session_migrates_with_its_history_rewritten(pooler, simulator):
     body = turn_body("one", session=session)
     url = f"{pooler.codex_base_url}/responses"
     events = sse_events(httpx.post(url, json=body, headers=session_headers(key, session), timeout=30).text)
-    assert last_log(key_row).account == first
+    assert nth_log(key_row, 1).account == first
     simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
     response = httpx.post(
         url, json=history_after(body, events, "two"), headers=session_headers(key, session), timeout=30
     )
     assert response.status_code == 200 and reply_text(sse_events(response.text)) == "echo: two"
-    row = last_log(key_row)
+    row = nth_log(key_row, 2)
     assert (row.account, row.migrated_from) == (second, first) and row.migration_reason
     affinity = SessionAffinity.objects.get(pool=pool)
     assert (affinity.account, affinity.previous_account, affinity.moves) == (second, first, 1)
@@ -136,5 +136,5 @@ def test_websocket_session_moves_and_resends_the_whole_history(pooler, simulator
             },
         )
     assert reply_text(second_events) == "echo: two", second_events
-    row = last_log(key_row)
+    row = nth_log(key_row, 2)
     assert (row.account, row.migrated_from) == (second, first)
