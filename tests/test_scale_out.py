@@ -55,39 +55,43 @@ def test_rpm_limit_holds_across_two_processes(pooler, second_pooler, simulator):
 def test_concurrent_stream_limit_holds_and_slots_are_released(pooler, second_pooler, simulator):
     pool = make_pool()
     account = make_account(pool, simulator)
-    simulator.patch_account(account.chatgpt_account_id, event_delay=0.2)
+    simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.2, "count": 7}])
     key_row, key = make_key(pool, max_concurrent=2)
     simulator.reset_stats()
 
-    async def run():
+    async def run(coroutines):
+        return await asyncio.gather(*coroutines)
+
+    async def full(client, server):
+        response = await client.post(f"{server.codex_base_url}/responses", json=turn_body(),
+                                     headers=session_headers(key))
+        return response.status_code
+
+    async def abandoned(client, server):
+        async with client.stream("POST", f"{server.codex_base_url}/responses", json=turn_body(),
+                                 headers=session_headers(key)) as response:
+            await anext(response.aiter_raw())  # then walk away mid-stream
+            return response.status_code
+
+    async def five_at_once():
         async with httpx.AsyncClient(timeout=60) as client:
+            return await run([full(client, server) for server in (pooler, second_pooler) * 2 + (pooler,)])
 
-            async def full(server):
-                response = await client.post(
-                    f"{server.codex_base_url}/responses", json=turn_body(), headers=session_headers(key)
-                )
-                return response.status_code
-
-            async def abandoned(server):
-                async with client.stream(
-                    "POST", f"{server.codex_base_url}/responses", json=turn_body(), headers=session_headers(key)
-                ) as response:
-                    if response.status_code == 200:
-                        await anext(response.aiter_raw())  # then walk away mid-stream
-                    return response.status_code
-
-            return await asyncio.gather(
-                full(pooler), full(second_pooler), abandoned(pooler), abandoned(second_pooler), full(pooler)
-            )
-
-    statuses = asyncio.run(run())
-    assert statuses.count(200) == 2 and statuses.count(429) == 3
+    statuses = asyncio.run(five_at_once())
+    assert sorted(statuses) == [200, 200, 429, 429, 429]
     assert simulator.stats()["max_open_streams"] <= 2
+
+    async def two_abandoned():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await run([abandoned(client, pooler), abandoned(client, second_pooler)])
+
+    assert asyncio.run(two_abandoned()) == [200, 200]
     deadline = time.monotonic() + 10
     while ConcurrencySlot.objects.filter(api_key=key_row).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not ConcurrencySlot.objects.filter(api_key=key_row).exists()
-    simulator.patch_account(account.chatgpt_account_id, event_delay=0)
+    outcomes = [r["outcome"] for r in simulator.requests(account_id=account.chatgpt_account_id, kind="turn")]
+    assert outcomes.count("client_closed") == 2 and simulator.stats()["open_streams"] == 0
 
 
 def test_a_session_lands_on_one_account_via_either_process(pooler, second_pooler, simulator):
