@@ -1,0 +1,128 @@
+"""The auth server: `/oauth/authorize` (PKCE S256) and `/oauth/token` with single-use, rotating refresh tokens."""
+
+import base64
+import hashlib
+import secrets
+import time
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from .state import Account, SimState
+
+_CODE_LIFETIME = 600
+
+
+def _error(status: int, error: str, description: str, code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description, "code": code or error},
+                        status_code=status)
+
+
+def _redirect(redirect_uri: str, **params) -> RedirectResponse:
+    separator = "&" if "?" in redirect_uri else "?"
+    return RedirectResponse(redirect_uri + separator + urlencode({k: v for k, v in params.items() if v}), 302)
+
+
+def _login_account(state: SimState, hint: str | None) -> tuple[Account | None, bool]:
+    """Who logs in: `login_hint` (account id or email), else the one-shot `/_sim/next_login` setting."""
+    if hint:
+        return next((a for a in state.accounts.values() if hint in (a.account_id, a.email)), None), False
+    scripted, state.next_login = state.next_login, None
+    if scripted and scripted.get("deny"):
+        return None, True
+    return state.accounts.get((scripted or {}).get("account_id", "")), False
+
+
+async def authorize(request: Request) -> Response:
+    state: SimState = request.app.state.sim
+    entry = state.log.add(request.url.path, "authorize", "http", request.headers)
+    query = request.query_params
+    redirect_uri, state_param = query.get("redirect_uri"), query.get("state")
+    if not redirect_uri or query.get("response_type", "code") != "code":
+        entry.update(status=400, outcome="rejected", error_code="invalid_request")
+        return _error(400, "invalid_request", "redirect_uri and response_type=code are required")
+    if query.get("code_challenge_method", "S256") != "S256" or not query.get("code_challenge"):
+        entry.update(status=302, outcome="rejected", error_code="invalid_request")
+        return _redirect(redirect_uri, error="invalid_request", error_description="PKCE S256 is required",
+                         state=state_param)
+    account, denied = _login_account(state, query.get("login_hint"))
+    if account is None:
+        entry.update(status=302, outcome="rejected", error_code="access_denied")
+        return _redirect(redirect_uri, error="access_denied",
+                         error_description="The user denied the request" if denied else "No such account",
+                         state=state_param)
+    code = "ac_" + secrets.token_urlsafe(24)
+    state.auth_codes[code] = {"account_id": account.account_id, "challenge": query["code_challenge"],
+                              "redirect_uri": redirect_uri, "expires": time.time() + _CODE_LIFETIME}
+    entry.update(account_id=account.account_id, status=302, outcome="completed")
+    return _redirect(redirect_uri, code=code, state=state_param)
+
+
+async def _form(request: Request) -> dict:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = await request.json()
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+    return dict(await request.form())
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+async def token(request: Request) -> Response:
+    state: SimState = request.app.state.sim
+    entry = state.log.add(request.url.path, "token", "http", request.headers)
+    form = await _form(request)
+    grant = form.get("grant_type")
+    if grant == "refresh_token":
+        response = _refresh(state, str(form.get("refresh_token", "")), entry)
+    elif grant == "authorization_code":
+        response = _exchange_code(state, form, entry)
+    else:
+        response = _error(400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
+    entry.update(status=response.status_code, outcome="completed" if response.status_code == 200 else "rejected")
+    return response
+
+
+def _refresh(state: SimState, refresh_token: str, entry: dict) -> Response:
+    account = state.account_by_refresh_token(refresh_token)
+    if account is None:
+        former = state.former_owner(refresh_token)
+        if former is not None:
+            entry.update(account_id=former.account_id, error_code="refresh_token_reused")
+            return _error(401, "invalid_grant", "Your refresh token has already been used to generate a new "
+                          "access token. Please try signing in again.", "refresh_token_reused")
+        entry["error_code"] = "invalid_grant"
+        return _error(401, "invalid_grant", "Invalid refresh token.")
+    entry["account_id"] = account.account_id
+    if account.take_fault({"refresh_invalid_grant"}) is not None:
+        entry["error_code"] = "refresh_token_invalidated"
+        return _error(401, "invalid_grant", "Your refresh token has been invalidated. Please try signing in again.",
+                      "refresh_token_invalidated")
+    account.rotate_tokens()
+    state.index_tokens(account)
+    return JSONResponse(account.token_response())
+
+
+def _exchange_code(state: SimState, form: dict, entry: dict) -> Response:
+    grant = state.auth_codes.pop(str(form.get("code", "")), None)  # codes are single-use
+    if grant is None or grant["expires"] < time.time():
+        entry["error_code"] = "invalid_grant"
+        return _error(400, "invalid_grant", "The authorization code is invalid or expired.")
+    entry["account_id"] = grant["account_id"]
+    if form.get("redirect_uri") and form["redirect_uri"] != grant["redirect_uri"]:
+        entry["error_code"] = "invalid_grant"
+        return _error(400, "invalid_grant", "redirect_uri does not match the authorization request.")
+    if _s256(str(form.get("code_verifier", ""))) != grant["challenge"]:
+        entry["error_code"] = "invalid_grant"
+        return _error(400, "invalid_grant", "code_verifier does not match the code_challenge.")
+    account = state.accounts.get(grant["account_id"])
+    if account is None:
+        return _error(400, "invalid_grant", "The account no longer exists.")
+    account.rotate_tokens(refreshed=False)
+    state.index_tokens(account)
+    return JSONResponse(account.token_response())
