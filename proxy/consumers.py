@@ -64,6 +64,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         self.history_account_id: int | None = None
         self.last_response_id: str | None = None
         self.counted = False
+        self.prewarm_move = None
         try:
             self.key = await authenticate(self.headers)
         except PoolerError as error:
@@ -189,6 +190,13 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         turn.attempt(account, "ok", 200)
         turn.account, turn.status_code, turn.first_byte_at = account, 200, time.monotonic()
         turn.note_migration(account, failures)
+        # A move made by the prewarm is the session's move: show it on the first real turn too.
+        if turn.is_prewarm and turn.migrated_from:
+            self.prewarm_move = (turn.migrated_from, turn.migration_reason)
+        elif not turn.is_prewarm and self.prewarm_move:
+            if turn.migrated_from is None:
+                turn.migrated_from, turn.migration_reason = self.prewarm_move
+            self.prewarm_move = None
         if self.plan is None:
             self.plan = turn.plan
         self._observe(state, first)

@@ -1,5 +1,7 @@
 """The one shape of every error the pooler itself answers: OpenAI's error JSON."""
 
+import time
+
 from django.http import JsonResponse
 
 
@@ -58,6 +60,19 @@ class PayloadTooLarge(PoolerError):
 
 class RateLimited(PoolerError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class UsageLimitReached(RateLimited):
+    """Every account that could serve is out of quota: the backend's own shape, so the Codex CLI shows
+    "You've hit your usage limit" with the reset time instead of retrying."""
+
+    type = code = "usage_limit_reached"
+
+    def body(self) -> dict:
+        body = super().body()
+        seconds = max(1, int(self.retry_after or 60))
+        body["error"].update(resets_in_seconds=seconds, resets_at=int(time.time()) + seconds)
+        return body
 
 
 class NoEligibleAccount(PoolerError):

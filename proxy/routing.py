@@ -21,7 +21,7 @@ from accounts.models import (
     UpstreamAccount,
 )
 
-from .errors import NoEligibleAccount, RateLimited
+from .errors import NoEligibleAccount, RateLimited, UsageLimitReached
 
 # Headers the Codex CLI uses to name a session (new and old spellings), most specific first.
 SESSION_HEADERS = ("session-id", "session_id", "conversation_id", "thread-id")
@@ -209,12 +209,16 @@ def held_error(owner: UpstreamAccount, reason: str, now: datetime | None = None)
     )
     reset = owner.available_at(now)
     wait = int((reset - now).total_seconds()) + 1 if reset else 60
-    return RateLimited(
-        f"The account serving this session is unavailable ({reason}) and the pool holds sessions on their "
-        f"account; try again in {wait} seconds.",
-        code="usage_limit_reached",
-        retry_after=wait,
-    )
+    message = (f"The account serving this session is unavailable ({reason}) and the pool holds sessions on "
+               f"their account; try again in {wait} seconds.")
+    if _spent(owner, now) or "usage_limit" in reason or "quota" in reason:
+        return UsageLimitReached(message, retry_after=wait)
+    return RateLimited(message, code="session_account_unavailable", retry_after=wait)
+
+
+def _spent(account: UpstreamAccount, now: datetime) -> bool:
+    """Out of quota (rather than cooling down after errors)."""
+    return account.cooldown_reason == "usage_limit_reached" or max(account.window_used(now)) >= 100.0
 
 
 def _nothing_eligible(accounts: list[UpstreamAccount], model: str | None, now: datetime):
@@ -229,12 +233,10 @@ def _nothing_eligible(accounts: list[UpstreamAccount], model: str | None, now: d
     resets = [t for a in accounts if a.status == "active" and (t := a.available_at(now))]
     if resets:
         wait = int((min(resets) - now).total_seconds()) + 1
-        return RateLimited(
-            f"Every account in this pool is at its usage limit or cooling down; try again in {wait} seconds.",
-            code="usage_limit_reached",
-            type="usage_limit_reached",
-            retry_after=wait,
-        )
+        message = f"Every account in this pool is at its usage limit or cooling down; try again in {wait} seconds."
+        if any(_spent(a, now) for a in accounts):
+            return UsageLimitReached(message, retry_after=wait)
+        return RateLimited(message, retry_after=wait)
     return NoEligibleAccount("No upstream account of this pool can serve requests now.")
 
 

@@ -17,7 +17,7 @@ from accounts.models import PoolApiKey, UpstreamAccount
 
 from . import limits, metrics, migration, routing
 from .accounting import Turn, finish, mark_failure, observe_quota
-from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, error_response
+from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, UsageLimitReached, error_response
 from .sse import SseWatcher
 from .tokens import RefreshFailed, refresh_account_async
 from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
@@ -130,13 +130,11 @@ def final_error(failures: list[UpstreamFailure]) -> PoolerError:
     """What the client hears when every attempt failed before the first byte."""
     if failures and all(f.status == 429 for f in failures):
         waits = [f.retry_after for f in failures if f.retry_after]
-        limited = next((f for f in failures if f.usage_limit), failures[-1])
-        return RateLimited(
-            limited.message or "Every account in the pool is rate limited.",
-            code=limited.code or "rate_limit_exceeded",
-            type="usage_limit_reached" if limited.usage_limit else "rate_limit_error",
-            retry_after=int(min(waits)) + 1 if waits else 30,
-        )
+        retry_after = int(min(waits)) + 1 if waits else 30
+        if any(f.usage_limit for f in failures):
+            return UsageLimitReached("You've hit the usage limit of every account in this pool.",
+                                     retry_after=retry_after)
+        return RateLimited("Every account in the pool is rate limited.", retry_after=retry_after)
     if failures and failures[-1].kind == "timeout":
         return UpstreamUnavailable("The upstream did not answer in time.", status=504, code="upstream_timeout")
     return UpstreamUnavailable("No upstream account could serve this request.", code="upstream_error")
