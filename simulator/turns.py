@@ -1,5 +1,6 @@
 """The events of one simulated turn: the Responses stream order the Codex CLI expects, echoing the user."""
 
+import json
 import time
 import uuid
 
@@ -9,9 +10,14 @@ REPLY_PREFIX = "echo: "
 
 
 def last_user_text(input_items) -> str:
+    """The text a turn answers: the last user message, or the output of a tool call that ends the input."""
     if isinstance(input_items, str):
         return input_items
-    for item in reversed(input_items if isinstance(input_items, list) else []):
+    items = input_items if isinstance(input_items, list) else []
+    if items and isinstance(items[-1], dict) and items[-1].get("type") == "function_call_output":
+        output = items[-1].get("output")
+        return output if isinstance(output, str) else json.dumps(output)
+    for item in reversed(items):
         if not isinstance(item, dict) or item.get("role") != "user":
             continue
         content = item.get("content")
@@ -78,13 +84,64 @@ def turn_events(body: dict, account_id: str, body_bytes: int, deltas: int, respo
         text = REPLY_PREFIX + last_user_text(body.get("input"))
         if body.get("reasoning") is not None:
             output.append(_reasoning_events(events, body, account_id, len(output)))
-        output.append(_message_events(events, text, deltas, len(output)))
+        tool = _forced_tool(body)
+        if tool is not None:
+            output.append(_function_call_events(events, tool, text, deltas, len(output)))
+        else:
+            text = _formatted(body, text)
+            output.append(_message_events(events, text, deltas, len(output)))
     done = _response(response_id, body, "completed", output,
                      usage(body_bytes, text, generate and body.get("reasoning") is not None))
     events.append({"type": "response.completed", "response": done})
     for number, event in enumerate(events):
         event["sequence_number"] = number
     return events
+
+
+def _forced_tool(body: dict) -> dict | None:
+    """The function tool a turn must call (`tool_choice` required or named), unless a tool result just came."""
+    items = body.get("input") if isinstance(body.get("input"), list) else []
+    if items and isinstance(items[-1], dict) and items[-1].get("type") == "function_call_output":
+        return None
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return next((t for t in tools if t.get("name") == choice.get("name")), None)
+    return tools[0] if choice == "required" and tools else None
+
+
+def _arguments(tool: dict, text: str) -> str:
+    """Arguments that fit the tool's JSON schema: every string property gets the user's text."""
+    properties = (tool.get("parameters") or {}).get("properties") or {}
+    return json.dumps({name: text if (spec or {}).get("type", "string") == "string" else None
+                       for name, spec in properties.items()})
+
+
+def _formatted(body: dict, text: str) -> str:
+    """The reply in the requested text format: a JSON object when a json_schema or json_object is asked for."""
+    fmt = ((body.get("text") or {}).get("format")) or {}
+    if fmt.get("type") == "json_schema":
+        properties = (fmt.get("schema") or {}).get("properties") or {"reply": {}}
+        return json.dumps({name: text for name in properties})
+    if fmt.get("type") == "json_object":
+        return json.dumps({"reply": text})
+    return text
+
+
+def _function_call_events(events: list, tool: dict, text: str, deltas: int, index: int) -> dict:
+    item_id, call_id = "fc_" + uuid.uuid4().hex, "call_" + uuid.uuid4().hex[:24]
+    arguments = _arguments(tool, text.removeprefix(REPLY_PREFIX))
+    item = {"type": "function_call", "id": item_id, "call_id": call_id, "name": tool.get("name"),
+            "arguments": "", "status": "in_progress"}
+    events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+    for piece in _chunks(arguments, min(deltas, 4)):
+        events.append({"type": "response.function_call_arguments.delta", "item_id": item_id, "output_index": index,
+                       "delta": piece})
+    events.append({"type": "response.function_call_arguments.done", "item_id": item_id, "output_index": index,
+                   "arguments": arguments})
+    done = {**item, "arguments": arguments, "status": "completed"}
+    events.append({"type": "response.output_item.done", "output_index": index, "item": done})
+    return done
 
 
 def _reasoning_events(events: list, body: dict, account_id: str, index: int) -> dict:
