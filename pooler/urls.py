@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpResponse
 from django.urls import include, path
 
 from accounts.dashboard import dashboard
@@ -10,6 +11,7 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", metrics_view),
+    path("favicon.ico", lambda request: HttpResponse(status=204)),  # browsers ask; nothing to show
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="pooler-dashboard"),
     path("admin/", admin.site.urls),
     path("", include("proxy.urls")),

@@ -84,6 +84,8 @@ def test_operator_browses_dashboard_and_request_log(pooler, seeded):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+        page.on("response", lambda response: console_errors.append(f"{response.status} {response.url}")
+                if response.status >= 400 else None)
         page.on(
             "request",
             lambda request: (
@@ -107,7 +109,8 @@ def test_operator_browses_dashboard_and_request_log(pooler, seeded):
         assert page.locator("#result_list tbody tr").count() == 10
         page.screenshot(path=str(ARTIFACTS / "request-log.png"), full_page=True)
         page.locator("#result_list tbody tr th a").first.click()
-        assert "alice → ok" in page.content() and "carol → status 429" in page.content()
+        page.wait_for_selector("text=alice → ok")
+        assert "carol → status 429" in page.content()
         page.screenshot(path=str(ARTIFACTS / "request-detail.png"), full_page=True)
 
         page.goto(f"{pooler.url}/admin/accounts/auditlog/")
