@@ -1,0 +1,55 @@
+"""/metrics: Prometheus text that its own parser reads, counters that move with traffic, access protected."""
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.codex_turns import session_headers, turn_body
+from tests.factories import make_account, make_key, make_pool
+from tests.support.pooler import PoolerServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def samples(text: str) -> dict:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def total(found: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in found.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
+
+
+def test_metrics_parse_and_move_with_traffic(pooler, simulator):
+    pool = make_pool()
+    account = make_account(pool, simulator, primary_used_percent=12.0)
+    _, key = make_key(pool)
+    before = samples(httpx.get(f"{pooler.url}/metrics").text)
+    for _ in range(3):
+        assert httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers(key),
+                          timeout=30).status_code == 200
+    httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers("cpk_bad_bad"))
+    after = samples(httpx.get(f"{pooler.url}/metrics").text)
+    assert total(after, "pooler_requests_total", route="codex.responses", status="200", pool=pool.name) - \
+        total(before, "pooler_requests_total", route="codex.responses", status="200", pool=pool.name) == 3
+    assert total(after, "pooler_ttft_seconds_count") - total(before, "pooler_ttft_seconds_count") == 3
+    assert total(after, "pooler_upstream_attempts_total", outcome="ok") >= 3
+    assert total(after, "pooler_account_eligible", pool=pool.name, account=account.label) == 1.0
+    assert total(after, "pooler_account_quota_used_percent", account=account.label, window="primary") > 0
+    assert total(after, "pooler_db_queries_total") > total(before, "pooler_db_queries_total")
+    assert ("pooler_open_streams", ()) in after
+
+
+def test_metrics_need_the_token_outside_allowed_networks(django_db_setup, django_db_blocker):
+    server = PoolerServer(extra_env={"POOLER_METRICS_TOKEN": "metrics-secret",
+                                     "POOLER_METRICS_ALLOWED_NETWORKS": "10.0.0.0/8"})
+    try:
+        assert httpx.get(f"{server.url}/metrics").status_code == 401
+        assert httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer metrics-secret"})
+        assert ok.status_code == 200 and "pooler_requests_total" in ok.text
+    finally:
+        server.close()
