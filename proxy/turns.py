@@ -72,8 +72,9 @@ async def _send(
         content=content,
     )
     try:
-        return await client().send(request, stream=True)
-    except httpx.TimeoutException:
+        # Response headers count toward the first-byte wait: a backend that hangs before them is skipped too.
+        return await asyncio.wait_for(client().send(request, stream=True), settings.POOLER_FIRST_BYTE_TIMEOUT)
+    except (httpx.TimeoutException, TimeoutError):
         raise UpstreamFailure("timeout", message="upstream timed out before answering") from None
     except httpx.HTTPError as exc:
         raise UpstreamFailure("connect", message=type(exc).__name__) from None
@@ -114,6 +115,9 @@ async def open_upstream(
     except (StopAsyncIteration, httpx.HTTPError):
         await response.aclose()
         raise UpstreamFailure("closed", message="upstream closed before the first byte") from None
+    except asyncio.CancelledError:
+        await response.aclose()  # the client left while we waited: close the upstream too
+        raise
     return account, Opened(response, first, chunks)
 
 
@@ -159,6 +163,17 @@ class HttpTurn:
             plan = await begin(turn, self.key, session)
         except PoolerError as error:
             return error_response(error, turn.request_id)
+        try:
+            return await self._failover(plan, body, content_type)
+        except asyncio.CancelledError:
+            # The client went away before the first byte: account the turn (and free its slot) all the same.
+            turn.status_code, turn.outcome = 499, "client_closed"
+            await finish(turn)
+            raise
+
+    async def _failover(self, plan: routing.Plan, body: dict | bytes, content_type: str | None):
+        """Try the plan's accounts in order until one sends a first byte (see `open`)."""
+        turn = self.turn
         failures: list[UpstreamFailure] = []
         for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
             moved = plan.owner is not None and plan.owner.id != account.id
