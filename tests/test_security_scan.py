@@ -1,0 +1,72 @@
+"""After real traffic, no secret and no prompt text is anywhere an operator or attacker could read it."""
+
+import json
+import uuid
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from websockets.sync.client import connect
+
+from accounts import secrets
+from accounts.models import PoolApiKey
+from tests.codex_turns import session_headers, turn_body
+from tests.factories import make_account, make_key, make_mcp_token, make_pool
+from tests.test_secrets_at_rest import all_stored_text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_no_secret_or_prompt_leaks_after_a_run(pooler, simulator):
+    pool = make_pool()
+    account = make_account(pool, simulator)
+    _, key = make_key(pool)
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw-for-the-scan")
+    _, mcp_token = make_mcp_token(admin, can_write=True)
+    prompt = f"PROMPT-MARKER-{uuid.uuid4().hex}"
+    seen = []  # everything a client or operator can read
+
+    for body in [turn_body(prompt), {**turn_body(prompt), "model": "not-a-served-model"}]:
+        response = httpx.post(f"{pooler.codex_base_url}/responses", json=body, headers=session_headers(key),
+                              timeout=30)
+        seen.append(json.dumps(dict(response.headers)))
+    for bad in ["{" + prompt, json.dumps({"input": prompt})]:
+        seen.append(httpx.post(f"{pooler.codex_base_url}/responses", content=bad,
+                               headers=session_headers(key)).text)
+    seen.append(httpx.post(f"{pooler.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                           json={"model": "gpt-5.2", "messages": [{"role": "user", "content": prompt}], "n": 3}).text)
+    seen.append(httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body(prompt),
+                           headers=session_headers(mcp_token)).text)  # an MCP token is not a pool key
+    with connect(pooler.codex_base_url.replace("http://", "ws://") + "/responses",
+                 additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send(json.dumps({"type": "response.create", **turn_body(prompt)}))
+        while json.loads(ws.recv(timeout=20))["type"] != "response.completed":
+            pass
+    seen.append(httpx.get(f"{pooler.url}/metrics").text)
+
+    client = Client()
+    client.force_login(admin)
+    for url in ["/admin/dashboard/", "/admin/accounts/requestlog/", "/admin/accounts/auditlog/",
+                f"/admin/accounts/upstreamaccount/{account.pk}/change/", "/admin/accounts/poolapikey/",
+                "/admin/accounts/sessionaffinity/", "/admin/accounts/mcptoken/"]:
+        seen.append(client.get(url).content.decode())
+
+    account.refresh_from_db()
+    haystack = "\n".join(seen) + all_stored_text() + pooler.log()
+    for secret in [key, mcp_token, account.access_token, account.refresh_token, account.id_token, prompt]:
+        assert secret not in haystack
+
+
+def test_key_comparison_needs_the_whole_secret():
+    pool = make_pool()
+    key, raw = make_key(pool)
+    tampered = raw[:-1] + ("A" if raw[-1] != "A" else "B")
+    assert secrets.prefix_of(tampered) == key.prefix  # same lookup row …
+    assert PoolApiKey.lookup(tampered) is None  # … but the constant-time hash compare refuses it
+    assert PoolApiKey.lookup(raw) == key
+
+
+def test_admin_and_metrics_are_not_public(pooler):
+    assert httpx.get(f"{pooler.url}/admin/").status_code == 302
+    assert httpx.get(f"{pooler.url}/admin/dashboard/").status_code == 302
