@@ -195,6 +195,18 @@ def set_event_delay(stack: Stack, seconds: float, turns: int = 0) -> None:
         ).raise_for_status()
 
 
+def production_env() -> dict:
+    """The pooler as deployed: DEBUG off (no query recording), with the keys the seeded rows were written with."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pooler.settings")
+    django.setup()
+    from django.conf import settings
+
+    return {"DEBUG": "false", "SECRET_KEY": "bench-only-" + "k" * 50,
+            "POOLER_ENCRYPTION_KEYS": ",".join(settings.POOLER_ENCRYPTION_KEYS)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer turns (a smoke run)")
@@ -205,7 +217,8 @@ def main() -> None:
     db = logs / "bench.sqlite3"
     db.unlink(missing_ok=True)
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{db}")
-    stack = start_stack(free_port(), "bench", 3, sim_fields={"percent_per_turn": 0.0, "deltas": 60}, logs=logs)
+    stack = start_stack(free_port(), "bench", 3, sim_fields={"percent_per_turn": 0.0, "deltas": 60}, logs=logs,
+                        pooler_env=production_env())
     pooler_pid = stack.processes[-1].pid
     direct, pooled = targets(stack)
     rows: list[tuple[str, str, str, str]] = []

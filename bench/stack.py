@@ -71,7 +71,12 @@ def seed(simulator_url: str, pool_name: str, count: int, sim_fields: dict | None
     from accounts.models import Pool, PoolApiKey
     from accounts.sample_auth import sample_auth_json
 
-    pool, _ = Pool.objects.get_or_create(name=pool_name)
+    from accounts.models import UpstreamAccount
+
+    # A fresh pool each start: accounts of an earlier run point at a simulator that is gone.
+    UpstreamAccount.objects.filter(memberships__pool__name=pool_name).delete()
+    Pool.objects.filter(name=pool_name).delete()
+    pool = Pool.objects.create(name=pool_name)
     accounts = []
     for i in range(count):
         tokens = sample_auth_json(email=f"{pool_name}-{i}@example.com")["tokens"]

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -14,6 +13,7 @@ from django.utils import timezone
 from accounts.models import AccountStatus, PoolApiKey, RequestLog, UpstreamAccount
 
 from . import limits, metrics, quota, routing
+from .dbthread import on_db_thread
 from .sse import usage_counts
 from .upstream import UpstreamFailure
 
@@ -97,7 +97,8 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
         )
         fields["consecutive_failures"] = F("consecutive_failures") + 1
     UpstreamAccount.objects.filter(pk=account.pk).update(**fields)
-    health_log.warning("account %s failed a turn before its first byte: %s", account.label, failure.summary())
+    health_log.warning("account %s failed a turn before its first byte: %s (%s)", account.label, failure.summary(),
+                       failure.message)
 
 
 def _write(turn: Turn) -> None:
@@ -161,7 +162,7 @@ def observe_quota(turn: Turn, headers) -> None:
     turn.quota.update(quota.from_headers(headers, timezone.now()))
 
 
-_write_async = sync_to_async(_write)
+_write_async = on_db_thread(_write)
 
 
 async def finish(turn: Turn) -> None:

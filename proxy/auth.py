@@ -1,10 +1,10 @@
 """Pool API key authentication for every runtime route."""
 
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from accounts.models import PoolApiKey
 
+from .dbthread import on_db_thread
 from .errors import Unauthorized
 
 
@@ -24,7 +24,7 @@ async def authenticate(headers) -> PoolApiKey:
     raw = bearer_token(headers)
     if not raw:
         raise Unauthorized("Missing bearer authentication in header: use 'Authorization: Bearer <pool API key>'.")
-    key = await sync_to_async(_lookup_key)(raw)
+    key = await on_db_thread(_lookup_key)(raw)
     if key is None:
         raise Unauthorized("Incorrect, revoked or expired Pool API key provided.")
     if not key.pool.enabled:

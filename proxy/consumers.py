@@ -12,13 +12,12 @@ import logging
 import time
 
 import websockets
-from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from . import limits, metrics, migration, routing
-from .accounting import Turn, finish, mark_failure
+from . import db, metrics, migration, routing
+from .accounting import Turn, finish
 from .auth import authenticate
 from .errors import PoolerError, UpstreamUnavailable
 from .quota import from_headers, from_usage_payload
@@ -28,10 +27,6 @@ from .turns import begin, check_model, final_error, fresh_account, new_request_i
 from .upstream import UpstreamFailure, failure_from_response, upstream_headers
 
 log = logging.getLogger("pooler.websocket")
-_admit = sync_to_async(limits.admit)
-_plan = sync_to_async(routing.plan_turn)
-_mark_failure = sync_to_async(mark_failure)
-_held_error = sync_to_async(routing.held_error)
 
 
 def _ws_url(account) -> str:
@@ -118,7 +113,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             plan = await begin(turn, self.key, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         check_model(self.key, turn.model)
-        turn.slot_id = await _admit(self.key, turn.request_id)
+        turn.slot_id = await db.admit(self.key, turn.request_id)
         turn.plan = routing.Plan(
             accounts=[self.account],
             session_hash=self.plan.session_hash if self.plan else None,
@@ -163,11 +158,11 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
                 if failure.client_fault:
                     await self._pass_through(turn, account, failure)
                     return
-                await _mark_failure(account, failure)
+                await db.mark_failure(account, failure)
                 failures.append(failure)
                 await self._close_upstream()
                 if turn.plan.hold and turn.plan.owner and turn.plan.owner.id == account.id:
-                    error = await _held_error(account, failure.code or failure.kind)
+                    error = await db.held_error(account, failure.code or failure.kind)
                     return await self._refuse(turn, error)
                 if index >= len(candidates):
                     candidates += await self._more_candidates(turn, session, tried)
@@ -180,7 +175,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
     async def _more_candidates(self, turn: Turn, session: str | None, tried: set[int]) -> list:
         """After the connection's account failed a later turn: the pool's other eligible accounts."""
         try:
-            plan = await _plan(self.key.pool, turn.model, session)
+            plan = await db.plan_turn(self.key.pool, turn.model, session)
         except PoolerError:
             return []
         return [a for a in plan.accounts if a.id not in tried]

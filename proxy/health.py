@@ -1,8 +1,9 @@
 """Liveness and readiness probes for load balancers."""
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import JsonResponse
+
+from .dbthread import on_db_thread
 
 
 async def healthz(request):
@@ -19,5 +20,5 @@ def _database_ok() -> bool:
 
 
 async def readyz(request):
-    ok = await sync_to_async(_database_ok)()
+    ok = await on_db_thread(_database_ok)()
     return JsonResponse({"status": "ok" if ok else "database unavailable"}, status=200 if ok else 503)

@@ -2,7 +2,6 @@
 
 import ipaddress
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.backends.signals import connection_created
 from django.http import HttpResponse
@@ -13,6 +12,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from accounts.models import PoolMembership
 
 from .auth import bearer_token
+from .dbthread import on_db_thread
 from .errors import Unauthorized, error_response
 
 REQUESTS = Counter("pooler_requests", "Turns and requests answered", ["route", "status", "pool"])
@@ -105,5 +105,5 @@ async def metrics_view(request):
         return error_response(
             Unauthorized("Metrics need the metrics token or an allowed network.", code="metrics_forbidden")
         )
-    body = await sync_to_async(generate_latest)(REGISTRY)
+    body = await on_db_thread(generate_latest)(REGISTRY)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

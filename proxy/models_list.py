@@ -3,13 +3,13 @@
 import asyncio
 
 import httpx
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
 from accounts.models import PoolApiKey, PoolMembership, UpstreamAccount
 
+from .dbthread import on_db_thread
 from .errors import UpstreamUnavailable
 from .turns import fresh_account
 from .upstream import UpstreamFailure, client, upstream_headers
@@ -50,7 +50,7 @@ async def pool_models(key: PoolApiKey, client_version: str, headers) -> list[dic
     cache_key = f"pool-models:{key.pool_id}:{client_version}"
     merged = cache.get(cache_key)
     if merged is None:
-        accounts = await sync_to_async(_active_accounts)(key.pool_id)
+        accounts = await on_db_thread(_active_accounts)(key.pool_id)
         lists = await asyncio.gather(*(_account_models(a, client_version, headers) for a in accounts))
         if accounts and not any(lists):
             raise UpstreamUnavailable("No account of this pool could list its models.")

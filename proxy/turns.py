@@ -4,28 +4,23 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from accounts.models import PoolApiKey, UpstreamAccount
 
-from . import limits, metrics, migration, routing
-from .accounting import Turn, finish, mark_failure, observe_quota
+from . import db, metrics, migration, routing
+from .accounting import Turn, finish, observe_quota
 from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, UsageLimitReached, error_response
 from .sse import SseWatcher
 from .tokens import RefreshFailed, refresh_account_async
 from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
 
-_admit = sync_to_async(limits.admit)
-_plan = sync_to_async(routing.plan_turn)
-_mark_failure = sync_to_async(mark_failure)
-_held_error = sync_to_async(routing.held_error)
 _MAX_ERROR_BODY = 64 * 1024
 
 
@@ -43,8 +38,8 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
     try:
         if turn.model:
             check_model(key, turn.model)
-        turn.slot_id = await _admit(key, turn.request_id)
-        turn.plan = await _plan(key.pool, turn.model, session)
+        turn.slot_id = await db.admit(key, turn.request_id)
+        turn.plan = await db.plan_turn(key.pool, turn.model, session)
         return turn.plan
     except PoolerError as error:
         turn.status_code, turn.outcome, turn.error_code = error.status, "rejected", error.code or ""
@@ -77,7 +72,7 @@ async def _send(
     except (httpx.TimeoutException, TimeoutError):
         raise UpstreamFailure("timeout", message="upstream timed out before answering") from None
     except httpx.HTTPError as exc:
-        raise UpstreamFailure("connect", message=type(exc).__name__) from None
+        raise UpstreamFailure("connect", message=f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
 async def open_upstream(
@@ -183,10 +178,10 @@ class HttpTurn:
                 turn.attempt(account, failure.summary(), failure.status)
                 if failure.client_fault:
                     return await self._pass_through(account, failure)
-                await _mark_failure(account, failure)
+                await db.mark_failure(account, failure)
                 failures.append(failure)
                 if plan.hold and not moved:
-                    return await self._refuse(await _held_error(account, failure.code or failure.kind), failures)
+                    return await self._refuse(await db.held_error(account, failure.code or failure.kind), failures)
                 continue
             turn.attempt(account, "ok", opened.response.status_code)
             turn.account, turn.status_code = account, opened.response.status_code
