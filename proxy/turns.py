@@ -38,8 +38,16 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
     try:
         if turn.model:
             check_model(key, turn.model)
-        turn.slot_id = await db.admit(key, turn.request_id)
-        turn.plan = await db.plan_turn(key.pool, turn.model, session)
+        # Independent steps, so they overlap: the limits of the key and the choice of accounts.
+        admitted, planned = await asyncio.gather(
+            db.admit(key, turn.request_id), db.plan_turn(key.pool, turn.model, session), return_exceptions=True
+        )
+        if isinstance(admitted, int):
+            turn.slot_id = admitted  # held even if planning failed, so finish() frees it
+        for outcome in (admitted, planned):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        turn.plan = planned
         return turn.plan
     except PoolerError as error:
         turn.status_code, turn.outcome, turn.error_code = error.status, "rejected", error.code or ""
