@@ -310,6 +310,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "duration_ms",
         "total_tokens",
         "migrated_from",
+        "migration_reason",
     ]
     list_filter = [
         "created_at",

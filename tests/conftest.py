@@ -1,7 +1,6 @@
 import pytest
 
 from tests.support.pooler import PoolerServer
-
 from tests.support.sim_fixtures import *  # noqa: F403  (`simulator` per module, `codex_bin` per run)
 
 

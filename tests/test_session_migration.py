@@ -6,6 +6,8 @@ import uuid
 
 import httpx
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
 from websockets.sync.client import connect
 
 from accounts.models import RequestLog, SessionAffinity
@@ -81,6 +83,11 @@ def test_http_session_migrates_with_its_history_rewritten(pooler, simulator):
     assert (row.account, row.migrated_from) == (second, first) and row.migration_reason
     affinity = SessionAffinity.objects.get(pool=pool)
     assert (affinity.account, affinity.previous_account, affinity.moves) == (second, first, 1)
+    # The operator sees the move in the admin: from, to and why.
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("ops", "ops@example.com", "pw"))
+    page = admin.get(f"/admin/accounts/requestlog/?api_key__id__exact={key_row.pk}").content.decode()
+    assert first.label in page and second.label in page and row.migration_reason in page
 
 
 def test_hold_answers_the_usage_limit_with_the_owner_reset(pooler, simulator):
