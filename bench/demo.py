@@ -6,6 +6,15 @@ import time
 from bench.stack import REPO, start_stack
 
 CONFIG = """model_provider = "codex_pooler"
+# The demo runs offline: no update checks, analytics or plugin downloads.
+check_for_update_on_startup = false
+
+[analytics]
+enabled = false
+
+[features]
+plugins = false
+remote_plugin = false
 
 [model_providers.codex_pooler]
 name = "Codex Pooler (demo)"
