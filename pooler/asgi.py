@@ -10,10 +10,19 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from mcp_endpoint.app import mcp_app  # noqa: E402
 from proxy.routing_ws import websocket_urlpatterns  # noqa: E402
 
 # The admin's static files are served in front of Django (no collectstatic or file server needed); every
 # middleware stays async, so streaming views are never pushed through a sync adapter.
-http_app = ASGIStaticFilesHandler(django_asgi_app)
+django_with_static = ASGIStaticFilesHandler(django_asgi_app)
+
+
+async def http_app(scope, receive, send):
+    """/mcp and /mcp/ go to the MCP server; everything else to Django."""
+    if scope["path"] in ("/mcp", "/mcp/"):
+        return await mcp_app(scope, receive, send)
+    return await django_with_static(scope, receive, send)
+
 
 application = ProtocolTypeRouter({"http": http_app, "websocket": URLRouter(websocket_urlpatterns)})

@@ -1,0 +1,242 @@
+"""What the MCP tools read and change: plain functions over the models, metadata only (never secrets or text)."""
+
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDay, TruncHour
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from accounts import audit
+from accounts.models import AccountStatus, AuditLog, Pool, PoolApiKey, PoolMembership, RequestLog, UpstreamAccount
+from proxy.limits import key_usage
+
+
+class InvalidInput(ValueError):
+    """A tool argument that cannot be used; the message says what to send instead."""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    moment = parse_datetime(value)
+    if moment is None:
+        raise InvalidInput(f"{name} must be an ISO 8601 time such as 2026-11-24T08:00:00Z, not {value!r}")
+    return moment if moment.tzinfo else timezone.make_aware(moment, timezone.utc)
+
+
+def get_pool(name: str) -> Pool:
+    try:
+        return Pool.objects.get(name=name)
+    except Pool.DoesNotExist:
+        known = ", ".join(Pool.objects.values_list("name", flat=True)[:20]) or "none"
+        raise InvalidInput(f"no pool named {name!r} (pools: {known})") from None
+
+
+def get_account_row(account: str) -> UpstreamAccount:
+    row = UpstreamAccount.objects.filter(Q(label=account) | Q(chatgpt_account_id=account)).first()
+    if row is None:
+        raise InvalidInput(f"no account with label or ChatGPT account id {account!r} (see list_accounts)")
+    return row
+
+
+def account_summary(account: UpstreamAccount, now: datetime) -> dict:
+    primary, secondary = account.window_used(now)
+    return {
+        "label": account.label,
+        "chatgpt_account_id": account.chatgpt_account_id,
+        "email": account.email,
+        "plan_type": account.plan_type,
+        "status": account.status,
+        "eligible": account.is_eligible(None, now),
+        "why_not_eligible": account.ineligibility(None, now),
+        "health": {
+            "consecutive_failures": account.consecutive_failures,
+            "last_error": account.last_error or None,
+            "last_error_at": _iso(account.last_error_at),
+            "cooldown_until": _iso(account.cooldown_until if account.cooldown_until and account.cooldown_until > now
+                                   else None),
+            "cooldown_reason": account.cooldown_reason or None,
+        },
+        "quota": {
+            "primary_used_percent": primary,
+            "primary_window_minutes": account.primary_window_minutes,
+            "primary_resets_at": _iso(account.primary_resets_at),
+            "secondary_used_percent": secondary,
+            "secondary_window_minutes": account.secondary_window_minutes,
+            "secondary_resets_at": _iso(account.secondary_resets_at),
+            "observed_at": _iso(account.quota_observed_at),
+        },
+        "token_expires_at": _iso(account.token_expires_at),
+        "last_used_at": _iso(account.last_used_at),
+    }
+
+
+def list_pools() -> list[dict]:
+    now = timezone.now()
+    pools = []
+    for pool in Pool.objects.order_by("name").prefetch_related("memberships__account"):
+        members = [m for m in pool.memberships.all() if m.enabled]
+        pools.append({
+            "name": pool.name, "strategy": pool.strategy, "session_migration": pool.session_migration,
+            "enabled": pool.enabled, "allowed_models": pool.allowed_models or "all",
+            "accounts": len(members), "eligible_accounts": sum(m.account.is_eligible(None, now) for m in members),
+            "api_keys": pool.api_keys.filter(revoked_at__isnull=True).count(),
+        })
+    return pools
+
+
+def pool_status(pool_name: str) -> dict:
+    pool, now = get_pool(pool_name), timezone.now()
+    members = PoolMembership.objects.filter(pool=pool, enabled=True).select_related("account")
+    accounts = [account_summary(m.account, now) for m in members]
+    eligible = [a for a in accounts if a["eligible"]]
+    resets = [t for m in members if (t := m.account.available_at(now))]
+    headroom = [100 - max(a["quota"]["primary_used_percent"], a["quota"]["secondary_used_percent"]) for a in eligible]
+    return {
+        "pool": pool.name, "strategy": pool.strategy, "accounts": len(accounts), "eligible_accounts": len(eligible),
+        "soonest_reset": _iso(min(resets, default=None)),
+        "headroom_percent": {"total": round(sum(headroom), 1), "best": max(headroom, default=0),
+                             "mean": round(sum(headroom) / len(headroom), 1) if headroom else 0},
+        "unavailable": [{"label": a["label"], "reason": a["why_not_eligible"]} for a in accounts if not a["eligible"]],
+    }
+
+
+def list_accounts(pool_name: str | None = None, status: str | None = None) -> list[dict]:
+    now = timezone.now()
+    accounts = UpstreamAccount.objects.order_by("label")
+    if pool_name:
+        accounts = accounts.filter(memberships__pool=get_pool(pool_name))
+    if status:
+        if status not in AccountStatus.values:
+            raise InvalidInput(f"status must be one of {', '.join(AccountStatus.values)}")
+        accounts = accounts.filter(status=status)
+    return [account_summary(a, now) for a in accounts]
+
+
+def get_account(account: str) -> dict:
+    row = get_account_row(account)
+    summary = account_summary(row, timezone.now())
+    summary["pools"] = list(row.memberships.values_list("pool__name", flat=True))
+    summary["requests_last_24h"] = RequestLog.objects.filter(
+        account=row, created_at__gte=timezone.now() - timedelta(hours=24)).count()
+    return summary
+
+
+def list_api_keys(pool_name: str | None = None) -> list[dict]:
+    keys = PoolApiKey.objects.select_related("pool").order_by("pool__name", "created_at")
+    if pool_name:
+        keys = keys.filter(pool=get_pool(pool_name))
+    now = timezone.now()
+    return [{
+        "prefix": key.prefix, "name": key.name, "pool": key.pool.name,
+        "state": "revoked" if key.revoked_at else ("expired" if not key.is_usable(now) else "active"),
+        "expires_at": _iso(key.expires_at), "last_used_at": _iso(key.last_used_at),
+        "allowed_models": key.allowed_models or "pool's", "usage": key_usage(key, now),
+    } for key in keys]
+
+
+def _requests_filtered(since, until, pool, key_prefix, account, model, status_code, outcome):
+    rows = RequestLog.objects.select_related("pool", "api_key", "account", "migrated_from")
+    if (start := parse_time(since, "since")) is not None:
+        rows = rows.filter(created_at__gte=start)
+    if (end := parse_time(until, "until")) is not None:
+        rows = rows.filter(created_at__lt=end)
+    if pool:
+        rows = rows.filter(pool=get_pool(pool))
+    if key_prefix:
+        rows = rows.filter(api_key__prefix=key_prefix.rstrip("…."))
+    if account:
+        rows = rows.filter(account=get_account_row(account))
+    if model:
+        rows = rows.filter(model=model)
+    if status_code is not None:
+        rows = rows.filter(status_code=status_code)
+    if outcome:
+        rows = rows.filter(outcome=outcome)
+    return rows
+
+
+def query_requests(since=None, until=None, pool=None, key_prefix=None, account=None, model=None, status_code=None,
+                   outcome=None, limit: int = 50, offset: int = 0) -> dict:
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500")
+    if offset < 0:
+        raise InvalidInput("offset must be 0 or more")
+    rows = _requests_filtered(since, until, pool, key_prefix, account, model, status_code, outcome)
+    total = rows.count()
+    page = [{
+        "time": _iso(r.created_at), "request_id": r.request_id, "pool": r.pool.name if r.pool else None,
+        "key_prefix": r.api_key.prefix if r.api_key else None, "account": r.account.label if r.account else None,
+        "route": r.route, "transport": r.transport, "model": r.model, "status_code": r.status_code,
+        "outcome": r.outcome, "error_code": r.error_code or None, "prewarm": r.is_prewarm,
+        "attempts": [{k: a.get(k) for k in ("account", "outcome", "status", "ms")} for a in r.attempts or []],
+        "migrated_from": r.migrated_from.label if r.migrated_from else None,
+        "migration_reason": r.migration_reason or None, "ttft_ms": r.ttft_ms, "duration_ms": r.duration_ms,
+        "tokens": {"input": r.input_tokens, "cached": r.cached_tokens, "output": r.output_tokens,
+                   "reasoning": r.reasoning_tokens, "total": r.total_tokens},
+    } for r in rows.order_by("-created_at")[offset:offset + limit]]
+    more = offset + len(page) < total
+    return {"total": total, "offset": offset, "next_offset": offset + len(page) if more else None, "requests": page}
+
+
+_GROUPS = {"key": "api_key__prefix", "account": "account__label", "model": "model", "hour": "hour", "day": "day"}
+
+
+def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> dict:
+    if group_by not in _GROUPS:
+        raise InvalidInput(f"group_by must be one of {', '.join(_GROUPS)}")
+    start = parse_time(since, "since") or timezone.now() - timedelta(days=1)
+    rows = _requests_filtered(start.isoformat(), until, pool, None, None, None, None, None)
+    if group_by == "hour":
+        rows = rows.annotate(hour=TruncHour("created_at"))
+    elif group_by == "day":
+        rows = rows.annotate(day=TruncDay("created_at"))
+    field = _GROUPS[group_by]
+    groups = rows.values(field).annotate(
+        requests=Count("id"), input_tokens=Sum("input_tokens"), cached_tokens=Sum("cached_tokens"),
+        output_tokens=Sum("output_tokens"), total_tokens=Sum("total_tokens"),
+        errors=Count("id", filter=Q(status_code__gte=400)),
+    ).order_by(field)
+    return {"group_by": group_by, "since": start.isoformat(), "groups": [
+        {"group": _iso(g[field]) if isinstance(g[field], datetime) else g[field],
+         **{k: g[k] or 0 for k in ("requests", "input_tokens", "cached_tokens", "output_tokens", "total_tokens",
+                                   "errors")}} for g in groups]}
+
+
+def recent_audit_events(limit: int = 50, actor: str | None = None, action: str | None = None) -> list[dict]:
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500")
+    events = AuditLog.objects.all()
+    if actor:
+        events = events.filter(actor=actor)
+    if action:
+        events = events.filter(action=action)
+    return [{"time": _iso(e.created_at), "actor": e.actor, "action": e.action, "object_type": e.object_type,
+             "object": e.object_repr, "changes": e.changes} for e in events[:limit]]
+
+
+def set_account_status(account: str, status: str, actor: str) -> dict:
+    row = get_account_row(account)
+    before = audit.snapshot(row)
+    row.status = status
+    row.save(update_fields=["status", "updated_at"])
+    audit.record(actor, "pause_account" if status == AccountStatus.PAUSED else "resume_account", row, before,
+                 audit.snapshot(row))
+    return account_summary(row, timezone.now())
+
+
+def revoke_api_key(prefix: str, actor: str) -> dict:
+    key = PoolApiKey.objects.filter(prefix=prefix.rstrip("….")).first()
+    if key is None:
+        raise InvalidInput(f"no Pool API key with prefix {prefix!r} (see list_api_keys)")
+    if key.revoked_at is None:
+        before = audit.snapshot(key)
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit.record(actor, "revoke_api_key", key, before, audit.snapshot(key))
+    return {"prefix": key.prefix, "name": key.name, "pool": key.pool.name, "revoked_at": _iso(key.revoked_at)}
