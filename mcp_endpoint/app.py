@@ -10,6 +10,7 @@ from django.utils import timezone
 from mcp.server.transport_security import TransportSecuritySettings
 
 from accounts.models import McpToken
+from proxy import metrics
 from proxy.auth import bearer_token
 from proxy.dbthread import on_db_thread
 
@@ -41,6 +42,35 @@ async def _deny(send) -> None:
     await send({"type": "http.response.body", "body": body.encode()})
 
 
+async def _read_body(receive) -> tuple[bytes, list]:
+    messages, body = [], b""
+    while True:
+        message = await receive()
+        messages.append(message)
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return body, messages
+
+
+def _count_calls(body: bytes) -> None:
+    """Count JSON-RPC methods (and tool names): which clients list and call what, no arguments kept."""
+    try:
+        payload = json.loads(body or b"null")
+    except ValueError:
+        return
+    for call in payload if isinstance(payload, list) else [payload]:
+        if isinstance(call, dict) and isinstance(call.get("method"), str):
+            tool = (call.get("params") or {}).get("name", "") if call["method"] == "tools/call" else ""
+            metrics.MCP_CALLS.labels(call["method"][:40], str(tool)[:40]).inc()
+
+
+def _replaying(messages: list, receive):
+    async def replay():
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
 class McpApp:
     def __init__(self):
         self._ready: asyncio.Event | None = None
@@ -62,6 +92,9 @@ class McpApp:
         if not await on_db_thread(_authorized)(bearer_token(headers)):
             return await _deny(send)
         await self._start()
+        body, messages = await _read_body(receive)
+        _count_calls(body)
+        receive = _replaying(messages, receive)
         if scope["path"] != "/mcp":
             scope = {**scope, "path": "/mcp", "raw_path": b"/mcp"}
         await _transport(scope, receive, send)

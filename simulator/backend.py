@@ -43,9 +43,14 @@ def refusal_response(refusal: Refusal, account: Account | None, entry: dict) -> 
     return JSONResponse(refusal.body(), status_code=refusal.status, headers={**headers, **refusal.headers})
 
 
+def tool_names(body: dict) -> list[str]:
+    """Names of the tools a turn offers the model (metadata, e.g. to see which MCP tools a client found)."""
+    return [str(t.get("name") or t.get("type")) for t in body.get("tools") or [] if isinstance(t, dict)]
+
+
 def _note_body(entry: dict, body: dict) -> None:
     entry.update(model=body.get("model"), prompt_cache_key=body.get("prompt_cache_key"),
-                 previous_response_id=body.get("previous_response_id"))
+                 previous_response_id=body.get("previous_response_id"), tool_names=tool_names(body))
 
 
 async def responses(request: Request) -> Response:

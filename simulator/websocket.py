@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import turns
+from .backend import tool_names
 from .gate import Refusal, admit, authenticate, rate_limit_headers
 from .pacing import paced
 from .state import STREAM_FAULTS, Account, SimState
@@ -63,7 +64,7 @@ async def _turn(websocket: WebSocket, state: SimState, account: Account, frame: 
     kind = "turn" if generate else "prewarm"
     entry = state.log.add(websocket.url.path, kind, "websocket", websocket.headers, account_id=account.account_id,
                           model=frame.get("model"), prompt_cache_key=frame.get("prompt_cache_key"),
-                          previous_response_id=frame.get("previous_response_id"))
+                          previous_response_id=frame.get("previous_response_id"), tool_names=tool_names(frame))
     now = time.time()
     try:
         admit(account, frame, kind, known_ids)

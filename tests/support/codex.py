@@ -67,11 +67,13 @@ supports_websockets = {"true" if websockets else "false"}
 
 def run_codex(binary: str, base_url: str, api_key: str, prompt: str, *, websockets: bool, home: Path, cwd: Path,
               resume_last: bool = False, timeout: float = 120,
-              extra_env: dict | None = None) -> subprocess.CompletedProcess:
+              extra_env: dict | None = None, config_extra: str = "") -> subprocess.CompletedProcess:
     """One `codex exec` turn (or `exec resume --last`) with stdin from /dev/null, as the CLI needs."""
     home.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
-    write_config(home, base_url, websockets=websockets)
+    config = write_config(home, base_url, websockets=websockets)
+    if config_extra:
+        config.write_text(config.read_text() + config_extra)
     args = [binary, "exec", "--skip-git-repo-check"]
     if resume_last:
         args += ["resume", "--last"]
