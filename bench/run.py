@@ -203,8 +203,11 @@ def production_env() -> dict:
     django.setup()
     from django.conf import settings
 
-    return {"DEBUG": "false", "SECRET_KEY": "bench-only-" + "k" * 50,
-            "POOLER_ENCRYPTION_KEYS": ",".join(settings.POOLER_ENCRYPTION_KEYS)}
+    return {
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-" + "k" * 50,
+        "POOLER_ENCRYPTION_KEYS": ",".join(settings.POOLER_ENCRYPTION_KEYS),
+    }
 
 
 def main() -> None:
@@ -217,8 +220,14 @@ def main() -> None:
     db = logs / "bench.sqlite3"
     db.unlink(missing_ok=True)
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{db}")
-    stack = start_stack(free_port(), "bench", 3, sim_fields={"percent_per_turn": 0.0, "deltas": 60}, logs=logs,
-                        pooler_env=production_env())
+    stack = start_stack(
+        free_port(),
+        "bench",
+        3,
+        sim_fields={"percent_per_turn": 0.0, "deltas": 60},
+        logs=logs,
+        pooler_env=production_env(),
+    )
     pooler_pid = stack.processes[-1].pid
     direct, pooled = targets(stack)
     rows: list[tuple[str, str, str, str]] = []

@@ -22,8 +22,12 @@ async def http_loop(target, deadline: float, counts: dict) -> None:
     async with httpx.AsyncClient(timeout=60) as client:
         i = 0
         while time.monotonic() < deadline:
-            async with client.stream("POST", f"{target.base_url}/responses", json=turn_body(i),
-                                     headers={**target.headers, "session-id": f"soak-{i % 50}"}) as response:
+            async with client.stream(
+                "POST",
+                f"{target.base_url}/responses",
+                json=turn_body(i),
+                headers={**target.headers, "session-id": f"soak-{i % 50}"},
+            ) as response:
                 async for _ in response.aiter_raw():
                     pass
                 counts[response.status_code] = counts.get(response.status_code, 0) + 1
@@ -73,14 +77,20 @@ def main() -> None:
     db = logs / "soak.sqlite3"
     db.unlink(missing_ok=True)
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{db}")
-    stack = start_stack(free_port(), "soak", 3, sim_fields={"percent_per_turn": 0.0, "deltas": 30}, logs=logs,
-                        pooler_env=production_env())
+    stack = start_stack(
+        free_port(),
+        "soak",
+        3,
+        sim_fields={"percent_per_turn": 0.0, "deltas": 30},
+        logs=logs,
+        pooler_env=production_env(),
+    )
     try:
         samples, counts = asyncio.run(soak(stack, args.minutes, args.streams))
     finally:
         stack.stop()
     third = max(1, len(samples) // 3)
-    early = [s for s in samples[1:third + 1]] or samples[:1]
+    early = [s for s in samples[1 : third + 1]] or samples[:1]
     late = samples[-third:]
     rss_growth = max(s[1] for s in late) / max(s[1] for s in early) - 1
     fd_growth = max(s[2] for s in late) - max(s[2] for s in early)

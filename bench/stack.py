@@ -68,10 +68,8 @@ def seed(simulator_url: str, pool_name: str, count: int, sim_fields: dict | None
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pooler.settings")
     django.setup()
     from accounts.importing import store_account
-    from accounts.models import Pool, PoolApiKey
+    from accounts.models import Pool, PoolApiKey, UpstreamAccount
     from accounts.sample_auth import sample_auth_json
-
-    from accounts.models import UpstreamAccount
 
     # A fresh pool each start: accounts of an earlier run point at a simulator that is gone.
     UpstreamAccount.objects.filter(memberships__pool__name=pool_name).delete()

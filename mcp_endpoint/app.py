@@ -18,7 +18,9 @@ from .server import server
 
 # Requests are authenticated by bearer token, so the Host/Origin checks of the SDK add nothing here.
 _transport = server.streamable_http_app(
-    streamable_http_path="/mcp", stateless_http=True, json_response=True,
+    streamable_http_path="/mcp",
+    stateless_http=True,
+    json_response=True,
     transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
 )
 
@@ -34,11 +36,27 @@ def _authorized(raw: str) -> bool:
 
 
 async def _deny(send) -> None:
-    body = json.dumps({"error": {"message": "Missing or invalid MCP token: use 'Authorization: Bearer <MCP token>' "
-                                 "(create one with `python manage.py create_mcp_token`).",
-                                 "type": "invalid_request_error", "code": "invalid_mcp_token", "param": None}})
-    await send({"type": "http.response.start", "status": 401, "headers": [
-        (b"content-type", b"application/json"), (b"www-authenticate", b'Bearer realm="codex-pooler-mcp"')]})
+    body = json.dumps(
+        {
+            "error": {
+                "message": "Missing or invalid MCP token: use 'Authorization: Bearer <MCP token>' "
+                "(create one with `python manage.py create_mcp_token`).",
+                "type": "invalid_request_error",
+                "code": "invalid_mcp_token",
+                "param": None,
+            }
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"www-authenticate", b'Bearer realm="codex-pooler-mcp"'),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body.encode()})
 
 

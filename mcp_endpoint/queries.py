@@ -58,8 +58,9 @@ def account_summary(account: UpstreamAccount, now: datetime) -> dict:
             "consecutive_failures": account.consecutive_failures,
             "last_error": account.last_error or None,
             "last_error_at": _iso(account.last_error_at),
-            "cooldown_until": _iso(account.cooldown_until if account.cooldown_until and account.cooldown_until > now
-                                   else None),
+            "cooldown_until": _iso(
+                account.cooldown_until if account.cooldown_until and account.cooldown_until > now else None
+            ),
             "cooldown_reason": account.cooldown_reason or None,
         },
         "quota": {
@@ -81,12 +82,18 @@ def list_pools() -> list[dict]:
     pools = []
     for pool in Pool.objects.order_by("name").prefetch_related("memberships__account"):
         members = [m for m in pool.memberships.all() if m.enabled]
-        pools.append({
-            "name": pool.name, "strategy": pool.strategy, "session_migration": pool.session_migration,
-            "enabled": pool.enabled, "allowed_models": pool.allowed_models or "all",
-            "accounts": len(members), "eligible_accounts": sum(m.account.is_eligible(None, now) for m in members),
-            "api_keys": pool.api_keys.filter(revoked_at__isnull=True).count(),
-        })
+        pools.append(
+            {
+                "name": pool.name,
+                "strategy": pool.strategy,
+                "session_migration": pool.session_migration,
+                "enabled": pool.enabled,
+                "allowed_models": pool.allowed_models or "all",
+                "accounts": len(members),
+                "eligible_accounts": sum(m.account.is_eligible(None, now) for m in members),
+                "api_keys": pool.api_keys.filter(revoked_at__isnull=True).count(),
+            }
+        )
     return pools
 
 
@@ -98,10 +105,16 @@ def pool_status(pool_name: str) -> dict:
     resets = [t for m in members if (t := m.account.available_at(now))]
     headroom = [100 - max(a["quota"]["primary_used_percent"], a["quota"]["secondary_used_percent"]) for a in eligible]
     return {
-        "pool": pool.name, "strategy": pool.strategy, "accounts": len(accounts), "eligible_accounts": len(eligible),
+        "pool": pool.name,
+        "strategy": pool.strategy,
+        "accounts": len(accounts),
+        "eligible_accounts": len(eligible),
         "soonest_reset": _iso(min(resets, default=None)),
-        "headroom_percent": {"total": round(sum(headroom), 1), "best": max(headroom, default=0),
-                             "mean": round(sum(headroom) / len(headroom), 1) if headroom else 0},
+        "headroom_percent": {
+            "total": round(sum(headroom), 1),
+            "best": max(headroom, default=0),
+            "mean": round(sum(headroom) / len(headroom), 1) if headroom else 0,
+        },
         "unavailable": [{"label": a["label"], "reason": a["why_not_eligible"]} for a in accounts if not a["eligible"]],
     }
 
@@ -123,7 +136,8 @@ def get_account(account: str) -> dict:
     summary = account_summary(row, timezone.now())
     summary["pools"] = list(row.memberships.values_list("pool__name", flat=True))
     summary["requests_last_24h"] = RequestLog.objects.filter(
-        account=row, created_at__gte=timezone.now() - timedelta(hours=24)).count()
+        account=row, created_at__gte=timezone.now() - timedelta(hours=24)
+    ).count()
     return summary
 
 
@@ -132,12 +146,19 @@ def list_api_keys(pool_name: str | None = None) -> list[dict]:
     if pool_name:
         keys = keys.filter(pool=get_pool(pool_name))
     now = timezone.now()
-    return [{
-        "prefix": key.prefix, "name": key.name, "pool": key.pool.name,
-        "state": "revoked" if key.revoked_at else ("expired" if not key.is_usable(now) else "active"),
-        "expires_at": _iso(key.expires_at), "last_used_at": _iso(key.last_used_at),
-        "allowed_models": key.allowed_models or "pool's", "usage": key_usage(key, now),
-    } for key in keys]
+    return [
+        {
+            "prefix": key.prefix,
+            "name": key.name,
+            "pool": key.pool.name,
+            "state": "revoked" if key.revoked_at else ("expired" if not key.is_usable(now) else "active"),
+            "expires_at": _iso(key.expires_at),
+            "last_used_at": _iso(key.last_used_at),
+            "allowed_models": key.allowed_models or "pool's",
+            "usage": key_usage(key, now),
+        }
+        for key in keys
+    ]
 
 
 def _requests_filtered(since, until, pool, key_prefix, account, model, status_code, outcome):
@@ -161,25 +182,53 @@ def _requests_filtered(since, until, pool, key_prefix, account, model, status_co
     return rows
 
 
-def query_requests(since=None, until=None, pool=None, key_prefix=None, account=None, model=None, status_code=None,
-                   outcome=None, limit: int = 50, offset: int = 0) -> dict:
+def query_requests(
+    since=None,
+    until=None,
+    pool=None,
+    key_prefix=None,
+    account=None,
+    model=None,
+    status_code=None,
+    outcome=None,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict:
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500")
     if offset < 0:
         raise InvalidInput("offset must be 0 or more")
     rows = _requests_filtered(since, until, pool, key_prefix, account, model, status_code, outcome)
     total = rows.count()
-    page = [{
-        "time": _iso(r.created_at), "request_id": r.request_id, "pool": r.pool.name if r.pool else None,
-        "key_prefix": r.api_key.prefix if r.api_key else None, "account": r.account.label if r.account else None,
-        "route": r.route, "transport": r.transport, "model": r.model, "status_code": r.status_code,
-        "outcome": r.outcome, "error_code": r.error_code or None, "prewarm": r.is_prewarm,
-        "attempts": [{k: a.get(k) for k in ("account", "outcome", "status", "ms")} for a in r.attempts or []],
-        "migrated_from": r.migrated_from.label if r.migrated_from else None,
-        "migration_reason": r.migration_reason or None, "ttft_ms": r.ttft_ms, "duration_ms": r.duration_ms,
-        "tokens": {"input": r.input_tokens, "cached": r.cached_tokens, "output": r.output_tokens,
-                   "reasoning": r.reasoning_tokens, "total": r.total_tokens},
-    } for r in rows.order_by("-created_at")[offset:offset + limit]]
+    page = [
+        {
+            "time": _iso(r.created_at),
+            "request_id": r.request_id,
+            "pool": r.pool.name if r.pool else None,
+            "key_prefix": r.api_key.prefix if r.api_key else None,
+            "account": r.account.label if r.account else None,
+            "route": r.route,
+            "transport": r.transport,
+            "model": r.model,
+            "status_code": r.status_code,
+            "outcome": r.outcome,
+            "error_code": r.error_code or None,
+            "prewarm": r.is_prewarm,
+            "attempts": [{k: a.get(k) for k in ("account", "outcome", "status", "ms")} for a in r.attempts or []],
+            "migrated_from": r.migrated_from.label if r.migrated_from else None,
+            "migration_reason": r.migration_reason or None,
+            "ttft_ms": r.ttft_ms,
+            "duration_ms": r.duration_ms,
+            "tokens": {
+                "input": r.input_tokens,
+                "cached": r.cached_tokens,
+                "output": r.output_tokens,
+                "reasoning": r.reasoning_tokens,
+                "total": r.total_tokens,
+            },
+        }
+        for r in rows.order_by("-created_at")[offset : offset + limit]
+    ]
     more = offset + len(page) < total
     return {"total": total, "offset": offset, "next_offset": offset + len(page) if more else None, "requests": page}
 
@@ -197,15 +246,32 @@ def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> d
     elif group_by == "day":
         rows = rows.annotate(day=TruncDay("created_at"))
     field = _GROUPS[group_by]
-    groups = rows.values(field).annotate(
-        requests=Count("id"), input_tokens=Sum("input_tokens"), cached_tokens=Sum("cached_tokens"),
-        output_tokens=Sum("output_tokens"), total_tokens=Sum("total_tokens"),
-        errors=Count("id", filter=Q(status_code__gte=400)),
-    ).order_by(field)
-    return {"group_by": group_by, "since": start.isoformat(), "groups": [
-        {"group": _iso(g[field]) if isinstance(g[field], datetime) else g[field],
-         **{k: g[k] or 0 for k in ("requests", "input_tokens", "cached_tokens", "output_tokens", "total_tokens",
-                                   "errors")}} for g in groups]}
+    groups = (
+        rows.values(field)
+        .annotate(
+            requests=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            cached_tokens=Sum("cached_tokens"),
+            output_tokens=Sum("output_tokens"),
+            total_tokens=Sum("total_tokens"),
+            errors=Count("id", filter=Q(status_code__gte=400)),
+        )
+        .order_by(field)
+    )
+    return {
+        "group_by": group_by,
+        "since": start.isoformat(),
+        "groups": [
+            {
+                "group": _iso(g[field]) if isinstance(g[field], datetime) else g[field],
+                **{
+                    k: g[k] or 0
+                    for k in ("requests", "input_tokens", "cached_tokens", "output_tokens", "total_tokens", "errors")
+                },
+            }
+            for g in groups
+        ],
+    }
 
 
 def recent_audit_events(limit: int = 50, actor: str | None = None, action: str | None = None) -> list[dict]:
@@ -216,8 +282,17 @@ def recent_audit_events(limit: int = 50, actor: str | None = None, action: str |
         events = events.filter(actor=actor)
     if action:
         events = events.filter(action=action)
-    return [{"time": _iso(e.created_at), "actor": e.actor, "action": e.action, "object_type": e.object_type,
-             "object": e.object_repr, "changes": e.changes} for e in events[:limit]]
+    return [
+        {
+            "time": _iso(e.created_at),
+            "actor": e.actor,
+            "action": e.action,
+            "object_type": e.object_type,
+            "object": e.object_repr,
+            "changes": e.changes,
+        }
+        for e in events[:limit]
+    ]
 
 
 def set_account_status(account: str, status: str, actor: str) -> dict:
@@ -225,8 +300,9 @@ def set_account_status(account: str, status: str, actor: str) -> dict:
     before = audit.snapshot(row)
     row.status = status
     row.save(update_fields=["status", "updated_at"])
-    audit.record(actor, "pause_account" if status == AccountStatus.PAUSED else "resume_account", row, before,
-                 audit.snapshot(row))
+    audit.record(
+        actor, "pause_account" if status == AccountStatus.PAUSED else "resume_account", row, before, audit.snapshot(row)
+    )
     return account_summary(row, timezone.now())
 
 

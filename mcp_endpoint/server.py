@@ -37,72 +37,98 @@ async def _writer(ctx: Context) -> str:
     """The actor name of a caller allowed to write, or a tool error for a read-only token."""
     token = await on_db_thread(McpToken.lookup)(bearer_token(ctx.headers or {}))
     if token is None or not token.can_write:
-        raise ToolError("This MCP token is read-only; an operator can create one with "
-                        "`python manage.py create_mcp_token --user NAME --write`.")
+        raise ToolError(
+            "This MCP token is read-only; an operator can create one with "
+            "`python manage.py create_mcp_token --user NAME --write`."
+        )
     return f"mcp:{await on_db_thread(lambda: token.user.get_username())()}"
 
 
 @server.tool(description="The pools: strategy, accounts, how many can serve now, live keys.")
 async def list_pools() -> CallToolResult:
     pools = await _query(queries.list_pools)
-    return _result(pools, f"{len(pools)} pool(s): " + ", ".join(
-        f"{p['name']} ({p['eligible_accounts']}/{p['accounts']} accounts can serve)" for p in pools))
+    return _result(
+        pools,
+        f"{len(pools)} pool(s): "
+        + ", ".join(f"{p['name']} ({p['eligible_accounts']}/{p['accounts']} accounts can serve)" for p in pools),
+    )
 
 
 @server.tool(description="Capacity of one pool now: eligible accounts, soonest reset, quota headroom.")
 async def pool_status(pool: str) -> CallToolResult:
     status = await _query(queries.pool_status, pool)
-    return _result(status, f"pool {status['pool']}: {status['eligible_accounts']} of {status['accounts']} accounts "
-                           f"can serve; soonest reset {status['soonest_reset'] or 'none pending'}")
+    return _result(
+        status,
+        f"pool {status['pool']}: {status['eligible_accounts']} of {status['accounts']} accounts "
+        f"can serve; soonest reset {status['soonest_reset'] or 'none pending'}",
+    )
 
 
 @server.tool(description="Upstream accounts (optionally of one pool or status) with health and quota windows.")
-async def list_accounts(pool: str | None = None,
-                        status: Literal["active", "paused", "reauth_required", "disabled"] | None = None
-                        ) -> CallToolResult:
+async def list_accounts(
+    pool: str | None = None, status: Literal["active", "paused", "reauth_required", "disabled"] | None = None
+) -> CallToolResult:
     accounts = await _query(queries.list_accounts, pool, status)
-    near = [a["label"] for a in accounts if max(a["quota"]["primary_used_percent"],
-                                                 a["quota"]["secondary_used_percent"]) >= 80]
+    near = [
+        a["label"]
+        for a in accounts
+        if max(a["quota"]["primary_used_percent"], a["quota"]["secondary_used_percent"]) >= 80
+    ]
     return _result(accounts, f"{len(accounts)} account(s); near their limits: {', '.join(near) or 'none'}")
 
 
 @server.tool(description="One account by label or ChatGPT account id: status, health, quota, cooldown, last error.")
 async def get_account(account: str) -> CallToolResult:
     found = await _query(queries.get_account, account)
-    return _result(found, f"{found['label']}: {found['status']}, "
-                          f"{'eligible' if found['eligible'] else 'not eligible: ' + str(found['why_not_eligible'])}")
+    return _result(
+        found,
+        f"{found['label']}: {found['status']}, "
+        f"{'eligible' if found['eligible'] else 'not eligible: ' + str(found['why_not_eligible'])}",
+    )
 
 
 @server.tool(description="Pool API keys by prefix and name, with limits and current usage (never the key).")
 async def list_api_keys(pool: str | None = None) -> CallToolResult:
     keys = await _query(queries.list_api_keys, pool)
-    return _result(keys, f"{len(keys)} key(s): " + ", ".join(f"{k['prefix']}… {k['name'] or ''} ({k['state']})"
-                                                            for k in keys))
+    return _result(
+        keys, f"{len(keys)} key(s): " + ", ".join(f"{k['prefix']}… {k['name'] or ''} ({k['state']})" for k in keys)
+    )
 
 
 @server.tool(description="Request log rows (metadata only), newest first, filtered and paginated with offset.")
-async def query_requests(since: str | None = None, until: str | None = None, pool: str | None = None,
-                         key_prefix: str | None = None, account: str | None = None, model: str | None = None,
-                         status_code: int | None = None, outcome: str | None = None, limit: int = 50,
-                         offset: int = 0) -> CallToolResult:
-    page = await _query(queries.query_requests, since, until, pool, key_prefix, account, model, status_code,
-                        outcome, limit, offset)
+async def query_requests(
+    since: str | None = None,
+    until: str | None = None,
+    pool: str | None = None,
+    key_prefix: str | None = None,
+    account: str | None = None,
+    model: str | None = None,
+    status_code: int | None = None,
+    outcome: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> CallToolResult:
+    page = await _query(
+        queries.query_requests, since, until, pool, key_prefix, account, model, status_code, outcome, limit, offset
+    )
     failed = sum(1 for r in page["requests"] if r["status_code"] >= 400)
     return _result(page, f"{len(page['requests'])} of {page['total']} request(s), {failed} failed on this page")
 
 
 @server.tool(description="Requests and tokens grouped by key, account, model, hour or day (default: last 24 h).")
-async def usage_summary(group_by: Literal["key", "account", "model", "hour", "day"] = "key",
-                        since: str | None = None, until: str | None = None, pool: str | None = None
-                        ) -> CallToolResult:
+async def usage_summary(
+    group_by: Literal["key", "account", "model", "hour", "day"] = "key",
+    since: str | None = None,
+    until: str | None = None,
+    pool: str | None = None,
+) -> CallToolResult:
     summary = await _query(queries.usage_summary, group_by, since, until, pool)
     total = sum(g["total_tokens"] for g in summary["groups"])
     return _result(summary, f"{len(summary['groups'])} group(s) by {group_by}, {total} tokens in all")
 
 
 @server.tool(description="The latest audit log entries: who changed what, by admin, manage.py, MCP or the worker.")
-async def recent_audit_events(limit: int = 50, actor: str | None = None, action: str | None = None
-                              ) -> CallToolResult:
+async def recent_audit_events(limit: int = 50, actor: str | None = None, action: str | None = None) -> CallToolResult:
     events = await _query(queries.recent_audit_events, limit, actor, action)
     return _result(events, f"{len(events)} audit event(s)")
 

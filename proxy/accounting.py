@@ -60,6 +60,13 @@ class Turn:
                 failures[0].code or failures[0].kind if failures else "owner_unavailable"
             )
 
+    async def settle(self, status: int, outcome: str, error_code: str | None = "", account=None) -> None:
+        """End a turn that streamed nothing (refused, failed or passed through) and write it."""
+        self.status_code, self.outcome, self.error_code = status, outcome, error_code or ""
+        if account is not None:
+            self.account = account
+        await finish(self)
+
     def attempt(self, account: UpstreamAccount, outcome: str, status: int = 0) -> None:
         self.attempts.append(
             {
@@ -97,8 +104,9 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
         )
         fields["consecutive_failures"] = F("consecutive_failures") + 1
     UpstreamAccount.objects.filter(pk=account.pk).update(**fields)
-    health_log.warning("account %s failed a turn before its first byte: %s (%s)", account.label, failure.summary(),
-                       failure.message)
+    health_log.warning(
+        "account %s failed a turn before its first byte: %s (%s)", account.label, failure.summary(), failure.message
+    )
 
 
 def _write(turn: Turn) -> None:

@@ -138,8 +138,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             candidates = await self._admit_turn(turn, session)
         except PoolerError as error:
             if not turn.finished:
-                turn.status_code, turn.outcome, turn.error_code = error.status, "rejected", error.code or ""
-                await finish(turn)
+                await turn.settle(error.status, "rejected", error.code)
             await self.send(text_data=error_frame(error))
             return
         if self.history_account_id is None and turn.plan.owner is not None:
@@ -203,18 +202,11 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
 
     async def _pass_through(self, turn: Turn, account, failure: UpstreamFailure) -> None:
         """A 4xx that is the client's fault reaches the client as the backend sent it; no penalty."""
-        turn.account, turn.status_code, turn.outcome, turn.error_code = (
-            account,
-            failure.status,
-            "client_error",
-            failure.code,
-        )
-        await finish(turn)
+        await turn.settle(failure.status, "client_error", failure.code, account)
         await self.send(text_data=failure.body.decode(errors="replace"))
 
     async def _refuse(self, turn: Turn, error: PoolerError) -> None:
-        turn.status_code, turn.outcome, turn.error_code = error.status, "upstream_error", error.code or ""
-        await finish(turn)
+        await turn.settle(error.status, "upstream_error", error.code)
         await self.send(text_data=error_frame(error))
 
     async def _attempt(self, account, text: str, frame: dict, full_input: list) -> str:

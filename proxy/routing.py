@@ -209,8 +209,10 @@ def held_error(owner: UpstreamAccount, reason: str, now: datetime | None = None)
     )
     reset = owner.available_at(now)
     wait = int((reset - now).total_seconds()) + 1 if reset else 60
-    message = (f"The account serving this session is unavailable ({reason}) and the pool holds sessions on "
-               f"their account; try again in {wait} seconds.")
+    message = (
+        f"The account serving this session is unavailable ({reason}) and the pool holds sessions on "
+        f"their account; try again in {wait} seconds."
+    )
     if _spent(owner, now) or "usage_limit" in reason or "quota" in reason:
         return UsageLimitReached(message, retry_after=wait)
     return RateLimited(message, code="session_account_unavailable", retry_after=wait)

@@ -50,8 +50,7 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
         turn.plan = planned
         return turn.plan
     except PoolerError as error:
-        turn.status_code, turn.outcome, turn.error_code = error.status, "rejected", error.code or ""
-        await finish(turn)
+        await turn.settle(error.status, "rejected", error.code)
         raise
 
 
@@ -139,8 +138,9 @@ def final_error(failures: list[UpstreamFailure]) -> PoolerError:
         waits = [f.retry_after for f in failures if f.retry_after]
         retry_after = int(min(waits)) + 1 if waits else 30
         if any(f.usage_limit for f in failures):
-            return UsageLimitReached("You've hit the usage limit of every account in this pool.",
-                                     retry_after=retry_after)
+            return UsageLimitReached(
+                "You've hit the usage limit of every account in this pool.", retry_after=retry_after
+            )
         return RateLimited("Every account in the pool is rate limited.", retry_after=retry_after)
     if failures and failures[-1].kind == "timeout":
         return UpstreamUnavailable("The upstream did not answer in time.", status=504, code="upstream_timeout")
@@ -170,8 +170,7 @@ class HttpTurn:
             return await self._failover(plan, body, content_type)
         except asyncio.CancelledError:
             # The client went away before the first byte: account the turn (and free its slot) all the same.
-            turn.status_code, turn.outcome = 499, "client_closed"
-            await finish(turn)
+            await turn.settle(499, "client_closed")
             raise
 
     async def _failover(self, plan: routing.Plan, body: dict | bytes, content_type: str | None):
@@ -218,20 +217,13 @@ class HttpTurn:
 
     async def _refuse(self, error: PoolerError, failures: list[UpstreamFailure]) -> HttpResponse:
         turn = self.turn
-        turn.status_code, turn.outcome, turn.error_code = error.status, "upstream_error", error.code or ""
-        await finish(turn)
+        await turn.settle(error.status, "upstream_error", error.code)
         return error_response(error, turn.request_id)
 
     async def _pass_through(self, account: UpstreamAccount, failure: UpstreamFailure) -> HttpResponse:
         """A 4xx that is the client's fault goes back as the backend said it, with no penalty."""
         turn = self.turn
-        turn.account, turn.status_code, turn.outcome, turn.error_code = (
-            account,
-            failure.status,
-            "client_error",
-            failure.code,
-        )
-        await finish(turn)
+        await turn.settle(failure.status, "client_error", failure.code, account)
         response = HttpResponse(
             failure.body,
             status=failure.status,

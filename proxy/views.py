@@ -15,7 +15,7 @@ from .body import decode_body, parse_json_object, require_model
 from .errors import NotFound, PayloadTooLarge, PoolerError, error_response
 from .models_list import pool_models
 from .routing import sticky_key
-from .turns import HttpTurn, new_request_id
+from .turns import HttpTurn, Opened, new_request_id
 
 log = logging.getLogger("pooler.views")
 
@@ -39,8 +39,9 @@ def runtime_view(methods: tuple[str, ...]):
                 return error_response(error, request_id)
             except RequestDataTooBig:
                 limit = settings.POOLER_MAX_BODY_BYTES
-                return error_response(PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes."),
-                                      request_id)
+                return error_response(
+                    PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes."), request_id
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -63,46 +64,60 @@ def read_json(request) -> dict:
     return parse_json_object(data)
 
 
-def _client_ip(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+async def start_turn(
+    request,
+    key,
+    request_id,
+    *,
+    route: str,
+    path: str,
+    body: dict | bytes,
+    stream: bool = True,
+    content_type: str = "application/json",
+) -> tuple[HttpTurn, Opened | HttpResponse]:
+    """Account, admit, route and open one proxied request (both the backend routes and /v1 use this)."""
+    json_body = body if isinstance(body, dict) else {}
+    turn = Turn(
+        request_id=request_id,
+        route=route,
+        key=key,
+        model=require_model(json_body) if json_body else "",
+        client_ip=request.META.get("REMOTE_ADDR") or None,
+        is_stream=stream,
+    )
+    proxied = HttpTurn(request, turn, key, path=path)
+    return proxied, await proxied.open(body, sticky_key(request.headers, json_body), content_type)
 
 
 @runtime_view(("POST",))
 async def responses(request, key, request_id):
     """POST /backend-api/codex/responses: one streamed Codex turn."""
     body = read_json(request)
-    turn = Turn(
-        request_id=request_id,
+    proxied, opened = await start_turn(
+        request,
+        key,
+        request_id,
         route="codex.responses",
-        key=key,
-        model=require_model(body),
-        client_ip=_client_ip(request),
-        is_stream=body.get("stream") is not False,
+        path="/responses",
+        body=body,
+        stream=body.get("stream") is not False,
     )
-    proxied = HttpTurn(request, turn, key, path="/responses")
-    opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
-    if isinstance(opened, HttpResponse):
-        return opened
-    return proxied.stream(opened)
+    return opened if isinstance(opened, HttpResponse) else proxied.stream(opened)
 
 
 @runtime_view(("POST",))
 async def compact(request, key, request_id):
     """POST /backend-api/codex/responses/compact: the compacted history, passed through untouched."""
-    body = read_json(request)
-    turn = Turn(
-        request_id=request_id,
+    proxied, opened = await start_turn(
+        request,
+        key,
+        request_id,
         route="codex.compact",
-        key=key,
-        model=require_model(body),
-        client_ip=_client_ip(request),
-        is_stream=False,
+        path="/responses/compact",
+        body=read_json(request),
+        stream=False,
     )
-    proxied = HttpTurn(request, turn, key, path="/responses/compact")
-    opened = await proxied.open(body, sticky_key(request.headers, body), "application/json")
-    if isinstance(opened, HttpResponse):
-        return opened
-    return await proxied.read_all(opened)
+    return opened if isinstance(opened, HttpResponse) else await proxied.read_all(opened)
 
 
 @runtime_view(("GET",))
@@ -115,22 +130,18 @@ async def models(request, key, request_id):
 @runtime_view(("POST",))
 async def realtime_calls(request, key, request_id):
     """POST /backend-api/codex/realtime/calls: SDP offer in, SDP answer out, nothing translated."""
-    turn = Turn(
-        request_id=request_id,
-        route="codex.realtime_calls",
-        key=key,
-        model="",
-        is_stream=False,
-        client_ip=_client_ip(request),
-    )
     query = f"?{request.GET.urlencode()}" if request.GET else ""
-    proxied = HttpTurn(request, turn, key, path="/realtime/calls" + query)
-    opened = await proxied.open(
-        request.body, sticky_key(request.headers, {}), request.headers.get("content-type", "application/sdp")
+    proxied, opened = await start_turn(
+        request,
+        key,
+        request_id,
+        route="codex.realtime_calls",
+        path="/realtime/calls" + query,
+        body=request.body,
+        stream=False,
+        content_type=request.headers.get("content-type", "application/sdp"),
     )
-    if isinstance(opened, HttpResponse):
-        return opened
-    return await proxied.read_all(opened)
+    return opened if isinstance(opened, HttpResponse) else await proxied.read_all(opened)
 
 
 @csrf_exempt

@@ -17,23 +17,25 @@ async def _not_found(request: Request, exc) -> JSONResponse:
 
 
 def create_app() -> Starlette:
-    app = Starlette(routes=[
-        Route(f"{CODEX}/responses", backend.responses, methods=["POST"]),
-        WebSocketRoute(f"{CODEX}/responses", responses_websocket),
-        Route(f"{CODEX}/responses/compact", backend.compact, methods=["POST"]),
-        Route(f"{CODEX}/models", backend.models, methods=["GET"]),
-        Route(f"{CODEX}/realtime/calls", backend.realtime_call, methods=["POST"]),
-        Route("/backend-api/wham/usage", backend.wham_usage, methods=["GET"]),
-        Route("/oauth/authorize", oauth.authorize, methods=["GET"]),
-        Route("/oauth/token", oauth.token, methods=["POST"]),
-        Route("/_sim/accounts", control.register_account, methods=["POST"]),
-        Route("/_sim/accounts/{account_id}", control.account_detail, methods=["GET", "PATCH", "DELETE"]),
-        Route("/_sim/requests", control.request_log, methods=["GET", "DELETE"]),
-        Route("/_sim/stats", control.stats, methods=["GET"]),
-        Route("/_sim/stats/reset", control.reset_stats, methods=["POST"]),
-        Route("/_sim/reset", control.reset, methods=["POST"]),
-        Route("/_sim/next_login", control.next_login, methods=["POST"]),
-    ], exception_handlers={404: _not_found})
+    app = Starlette(
+        routes=[
+            Route(f"{CODEX}/responses", backend.responses, methods=["POST"]),
+            WebSocketRoute(f"{CODEX}/responses", responses_websocket),
+            Route(f"{CODEX}/responses/compact", backend.compact, methods=["POST"]),
+            Route(f"{CODEX}/models", backend.models, methods=["GET"]),
+            Route(f"{CODEX}/realtime/calls", backend.realtime_call, methods=["POST"]),
+            Route("/backend-api/wham/usage", backend.wham_usage, methods=["GET"]),
+            Route("/oauth/authorize", oauth.authorize, methods=["GET"]),
+            Route("/oauth/token", oauth.token, methods=["POST"]),
+            Route("/_sim/accounts", control.register_account, methods=["POST"]),
+            Route("/_sim/accounts/{account_id}", control.account_detail, methods=["GET", "PATCH", "DELETE"]),
+            Route("/_sim/requests", control.request_log, methods=["GET", "DELETE"]),
+            Route("/_sim/stats", control.stats, methods=["GET"]),
+            Route("/_sim/stats/reset", control.reset_stats, methods=["POST"]),
+            Route("/_sim/reset", control.reset, methods=["POST"]),
+            Route("/_sim/next_login", control.next_login, methods=["POST"]),
+        ],
+        exception_handlers={404: _not_found},
+    )
     app.state.sim = SimState()
     return app
-

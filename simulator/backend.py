@@ -49,8 +49,12 @@ def tool_names(body: dict) -> list[str]:
 
 
 def _note_body(entry: dict, body: dict) -> None:
-    entry.update(model=body.get("model"), prompt_cache_key=body.get("prompt_cache_key"),
-                 previous_response_id=body.get("previous_response_id"), tool_names=tool_names(body))
+    entry.update(
+        model=body.get("model"),
+        prompt_cache_key=body.get("prompt_cache_key"),
+        previous_response_id=body.get("previous_response_id"),
+        tool_names=tool_names(body),
+    )
 
 
 async def responses(request: Request) -> Response:
@@ -70,9 +74,15 @@ async def responses(request: Request) -> Response:
     events = turns.turn_events(body, account.account_id, size, account.deltas, response_id)
     fault = account.take_fault(STREAM_FAULTS)
     entry["status"] = 200
-    return EventStream(_sse(state, events, fault, entry),
-                       headers={**rate_limit_headers(account, time.time()), "cache-control": "no-cache",
-                                "x-request-id": uuid.uuid4().hex, "openai-model": str(body.get("model"))})
+    return EventStream(
+        _sse(state, events, fault, entry),
+        headers={
+            **rate_limit_headers(account, time.time()),
+            "cache-control": "no-cache",
+            "x-request-id": uuid.uuid4().hex,
+            "openai-model": str(body.get("model")),
+        },
+    )
 
 
 class EventStream:
@@ -81,7 +91,8 @@ class EventStream:
     def __init__(self, chunks, headers: dict):
         self.chunks = chunks
         self.headers = [(b"content-type", b"text/event-stream")] + [
-            (k.encode(), v.encode()) for k, v in headers.items()]
+            (k.encode(), v.encode()) for k, v in headers.items()
+        ]
 
     async def __call__(self, scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
@@ -127,8 +138,9 @@ async def compact(request: Request) -> Response:
     except Refusal as refusal:
         return refusal_response(refusal, account, entry)
     entry.update(status=200, outcome="completed")
-    return JSONResponse({"output": turns.compacted_output(body, account.account_id)},
-                        headers=rate_limit_headers(account, time.time()))
+    return JSONResponse(
+        {"output": turns.compacted_output(body, account.account_id)}, headers=rate_limit_headers(account, time.time())
+    )
 
 
 async def models(request: Request) -> Response:
@@ -154,11 +166,13 @@ async def realtime_call(request: Request) -> Response:
     if not offer.startswith("v=0"):
         return refusal_response(Refusal(400, "invalid_offer", "The body must be an SDP offer."), account, entry)
     call_id = "rtc_" + uuid.uuid4().hex
-    answer = (f"v=0\r\no=- {int(time.time())} 2 IN IP4 127.0.0.1\r\ns=codex-simulator\r\nt=0 0\r\n"
-              f"a=sim-call:{call_id}\r\n")
+    answer = (
+        f"v=0\r\no=- {int(time.time())} 2 IN IP4 127.0.0.1\r\ns=codex-simulator\r\nt=0 0\r\na=sim-call:{call_id}\r\n"
+    )
     entry.update(status=201, outcome="completed")
-    return Response(answer, status_code=201, media_type="application/sdp",
-                    headers={"location": f"/v1/realtime/calls/{call_id}"})
+    return Response(
+        answer, status_code=201, media_type="application/sdp", headers={"location": f"/v1/realtime/calls/{call_id}"}
+    )
 
 
 async def wham_usage(request: Request) -> Response:
@@ -171,10 +185,22 @@ async def wham_usage(request: Request) -> Response:
     entry.update(account_id=account.account_id, status=200, outcome="completed")
     now = time.time()
     spent = account.exhausted_window(now) is not None
-    windows = {f"{name}_window": {"used_percent": w.used_percent, "limit_window_seconds": w.minutes * 60,
-                                  "reset_after_seconds": w.reset_after(now), "reset_at": int(w.reset_at)}
-               for name, w in (("primary", account.primary), ("secondary", account.secondary))}
-    return JSONResponse({"user_id": f"user-{account.account_id}", "account_id": account.account_id,
-                         "email": account.email, "plan_type": account.plan_type,
-                         "rate_limit": {"allowed": not spent, "limit_reached": spent, **windows},
-                         "credits": {"has_credits": False, "unlimited": False, "balance": "0"}})
+    windows = {
+        f"{name}_window": {
+            "used_percent": w.used_percent,
+            "limit_window_seconds": w.minutes * 60,
+            "reset_after_seconds": w.reset_after(now),
+            "reset_at": int(w.reset_at),
+        }
+        for name, w in (("primary", account.primary), ("secondary", account.secondary))
+    }
+    return JSONResponse(
+        {
+            "user_id": f"user-{account.account_id}",
+            "account_id": account.account_id,
+            "email": account.email,
+            "plan_type": account.plan_type,
+            "rate_limit": {"allowed": not spent, "limit_reached": spent, **windows},
+            "credits": {"has_credits": False, "unlimited": False, "balance": "0"},
+        }
+    )

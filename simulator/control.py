@@ -9,8 +9,15 @@ from starlette.responses import JSONResponse, Response
 from . import tokens
 from .state import Account, SimState, Window, normalize_fault
 
-_SIMPLE_FIELDS = {"email": str, "plan_type": str, "percent_per_turn": float, "deltas": int,
-                  "verify_encrypted_content": bool, "access_token": str, "refresh_token": str}
+_SIMPLE_FIELDS = {
+    "email": str,
+    "plan_type": str,
+    "percent_per_turn": float,
+    "deltas": int,
+    "verify_encrypted_content": bool,
+    "access_token": str,
+    "refresh_token": str,
+}
 
 
 def _state(request: Request) -> SimState:
@@ -18,8 +25,9 @@ def _state(request: Request) -> SimState:
 
 
 def _bad(message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": "bad_control"}},
-                        status_code=400)
+    return JSONResponse(
+        {"error": {"message": message, "type": "invalid_request_error", "code": "bad_control"}}, status_code=400
+    )
 
 
 def _apply(account: Account, fields: dict, now: float) -> None:
@@ -78,9 +86,12 @@ async def register_account(request: Request) -> Response:
         account_id = str(fields.get("account_id") or f"acct-sim-{uuid.uuid4().hex[:12]}")
         plan_type = str(fields.get("plan_type", "plus"))
         access = fields.get("access_token") or tokens.access_token(account_id, plan_type, 3600)
-        account = Account(account_id=account_id, access_token=access,
-                          refresh_token=fields.get("refresh_token") or tokens.refresh_token(),
-                          email=str(fields.get("email") or f"{account_id}@example.com"))
+        account = Account(
+            account_id=account_id,
+            access_token=access,
+            refresh_token=fields.get("refresh_token") or tokens.refresh_token(),
+            email=str(fields.get("email") or f"{account_id}@example.com"),
+        )
         account.access_expires_at = tokens.expiry_of(access)
         for window in (account.primary, account.secondary):
             window.reset_at = now + window.minutes * 60

@@ -11,8 +11,15 @@ from .turns import foreign_encrypted_content
 
 
 class Refusal(Exception):
-    def __init__(self, status: int, code: str | None, message: str, type_: str = "invalid_request_error",
-                 headers: dict | None = None, **extra):
+    def __init__(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        type_: str = "invalid_request_error",
+        headers: dict | None = None,
+        **extra,
+    ):
         super().__init__(message)
         self.status, self.code, self.headers = status, code, headers or {}
         self.error = {"message": message, "type": type_, "param": extra.pop("param", None), "code": code, **extra}
@@ -34,8 +41,9 @@ def authenticate(state: SimState, headers) -> Account:
     account = state.account_by_token(token)
     if account is None:
         if state.former_owner(token) is not None:
-            raise Refusal(401, "token_invalidated",
-                          "Your authentication token has been invalidated. Please try signing in again.")
+            raise Refusal(
+                401, "token_invalidated", "Your authentication token has been invalidated. Please try signing in again."
+            )
         raise Refusal(401, "token_invalid", "Could not parse your authentication token. Please try signing in again.")
     if account.token_expired(time.time()):
         raise Refusal(401, "token_expired", "Provided authentication token is expired. Please try signing in again.")
@@ -49,18 +57,25 @@ def rate_limit_headers(account: Account, now: float) -> dict:
     headers = {}
     for name, window in (("primary", account.primary), ("secondary", account.secondary)):
         window.roll(now)
-        headers |= {f"x-codex-{name}-used-percent": f"{window.used_percent:g}",
-                    f"x-codex-{name}-window-minutes": str(window.minutes),
-                    f"x-codex-{name}-reset-after-seconds": str(window.reset_after(now)),
-                    f"x-codex-{name}-reset-at": str(int(window.reset_at))}
-    headers |= {"x-codex-credits-has-credits": "false", "x-codex-credits-unlimited": "false",
-                "x-codex-credits-balance": "0"}
+        headers |= {
+            f"x-codex-{name}-used-percent": f"{window.used_percent:g}",
+            f"x-codex-{name}-window-minutes": str(window.minutes),
+            f"x-codex-{name}-reset-after-seconds": str(window.reset_after(now)),
+            f"x-codex-{name}-reset-at": str(int(window.reset_at)),
+        }
+    headers |= {
+        "x-codex-credits-has-credits": "false",
+        "x-codex-credits-unlimited": "false",
+        "x-codex-credits-balance": "0",
+    }
     return headers
 
 
-_STATUS_MESSAGES = {500: ("server_error", "An error occurred while processing your request."),
-                    502: ("bad_gateway", "Bad gateway."),
-                    503: ("service_unavailable", "The server is overloaded or not ready yet.")}
+_STATUS_MESSAGES = {
+    500: ("server_error", "An error occurred while processing your request."),
+    502: ("bad_gateway", "Bad gateway."),
+    503: ("service_unavailable", "The server is overloaded or not ready yet."),
+}
 
 
 def _scripted_refusal(account: Account, fault: dict, now: float) -> Refusal:
@@ -69,8 +84,13 @@ def _scripted_refusal(account: Account, fault: dict, now: float) -> Refusal:
         return Refusal(401, "token_expired", "Provided authentication token is expired. Please try signing in again.")
     if fault["kind"] == "rate_limit":
         retry_after = int(fault.get("retry_after", 2))
-        return Refusal(429, "rate_limit_exceeded", fault.get("message", "Rate limit reached. Please try again later."),
-                       type_="rate_limit_exceeded", headers={"retry-after": str(retry_after)})
+        return Refusal(
+            429,
+            "rate_limit_exceeded",
+            fault.get("message", "Rate limit reached. Please try again later."),
+            type_="rate_limit_exceeded",
+            headers={"retry-after": str(retry_after)},
+        )
     status = int(fault.get("status", 500))
     code, message = _STATUS_MESSAGES.get(status, ("server_error", "An error occurred."))
     return Refusal(status, code, fault.get("message", message), type_="server_error")
@@ -84,21 +104,36 @@ def admit(account: Account, body: dict, kind: str, known_response_ids=()) -> Non
         raise _scripted_refusal(account, fault, now)
     spent = account.exhausted_window(now)
     if spent is not None:
-        raise Refusal(429, "usage_limit_reached", "The usage limit has been reached", type_="usage_limit_reached",
-                      plan_type=account.plan_type, resets_at=int(spent.reset_at),
-                      resets_in_seconds=spent.reset_after(now))
+        raise Refusal(
+            429,
+            "usage_limit_reached",
+            "The usage limit has been reached",
+            type_="usage_limit_reached",
+            plan_type=account.plan_type,
+            resets_at=int(spent.reset_at),
+            resets_in_seconds=spent.reset_after(now),
+        )
     model = body.get("model")
     if account.models and model not in account.models:
-        raise Refusal(400, "model_not_supported",
-                      f"The '{model}' model is not supported when using Codex with a ChatGPT account.", param="model")
+        raise Refusal(
+            400,
+            "model_not_supported",
+            f"The '{model}' model is not supported when using Codex with a ChatGPT account.",
+            param="model",
+        )
     previous = body.get("previous_response_id")
     if previous and previous not in known_response_ids and previous not in account.response_ids:
-        raise Refusal(400, "previous_response_not_found", f"Previous response with id '{previous}' not found.",
-                      param="previous_response_id")
+        raise Refusal(
+            400,
+            "previous_response_not_found",
+            f"Previous response with id '{previous}' not found.",
+            param="previous_response_id",
+        )
     if account.verify_encrypted_content:
         blob = foreign_encrypted_content(body.get("input"), account.account_id)
         if blob is not None:
-            raise Refusal(400, "invalid_encrypted_content",
-                          f"The encrypted content {blob[:12]}… could not be verified.")
+            raise Refusal(
+                400, "invalid_encrypted_content", f"The encrypted content {blob[:12]}… could not be verified."
+            )
     if kind != "prewarm":
         account.spend_turn()

@@ -15,8 +15,7 @@ _CODE_LIFETIME = 600
 
 
 def _error(status: int, error: str, description: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "error_description": description, "code": code or error},
-                        status_code=status)
+    return JSONResponse({"error": error, "error_description": description, "code": code or error}, status_code=status)
 
 
 def _redirect(redirect_uri: str, **params) -> RedirectResponse:
@@ -44,17 +43,25 @@ async def authorize(request: Request) -> Response:
         return _error(400, "invalid_request", "redirect_uri and response_type=code are required")
     if query.get("code_challenge_method", "S256") != "S256" or not query.get("code_challenge"):
         entry.update(status=302, outcome="rejected", error_code="invalid_request")
-        return _redirect(redirect_uri, error="invalid_request", error_description="PKCE S256 is required",
-                         state=state_param)
+        return _redirect(
+            redirect_uri, error="invalid_request", error_description="PKCE S256 is required", state=state_param
+        )
     account, denied = _login_account(state, query.get("login_hint"))
     if account is None:
         entry.update(status=302, outcome="rejected", error_code="access_denied")
-        return _redirect(redirect_uri, error="access_denied",
-                         error_description="The user denied the request" if denied else "No such account",
-                         state=state_param)
+        return _redirect(
+            redirect_uri,
+            error="access_denied",
+            error_description="The user denied the request" if denied else "No such account",
+            state=state_param,
+        )
     code = "ac_" + secrets.token_urlsafe(24)
-    state.auth_codes[code] = {"account_id": account.account_id, "challenge": query["code_challenge"],
-                              "redirect_uri": redirect_uri, "expires": time.time() + _CODE_LIFETIME}
+    state.auth_codes[code] = {
+        "account_id": account.account_id,
+        "challenge": query["code_challenge"],
+        "redirect_uri": redirect_uri,
+        "expires": time.time() + _CODE_LIFETIME,
+    }
     entry.update(account_id=account.account_id, status=302, outcome="completed")
     return _redirect(redirect_uri, code=code, state=state_param)
 
@@ -94,15 +101,23 @@ def _refresh(state: SimState, refresh_token: str, entry: dict) -> Response:
         former = state.former_owner(refresh_token)
         if former is not None:
             entry.update(account_id=former.account_id, error_code="refresh_token_reused")
-            return _error(401, "invalid_grant", "Your refresh token has already been used to generate a new "
-                          "access token. Please try signing in again.", "refresh_token_reused")
+            return _error(
+                401,
+                "invalid_grant",
+                "Your refresh token has already been used to generate a new access token. Please try signing in again.",
+                "refresh_token_reused",
+            )
         entry["error_code"] = "invalid_grant"
         return _error(401, "invalid_grant", "Invalid refresh token.")
     entry["account_id"] = account.account_id
     if account.take_fault({"refresh_invalid_grant"}) is not None:
         entry["error_code"] = "refresh_token_invalidated"
-        return _error(401, "invalid_grant", "Your refresh token has been invalidated. Please try signing in again.",
-                      "refresh_token_invalidated")
+        return _error(
+            401,
+            "invalid_grant",
+            "Your refresh token has been invalidated. Please try signing in again.",
+            "refresh_token_invalidated",
+        )
     account.rotate_tokens()
     state.index_tokens(account)
     return JSONResponse(account.token_response())

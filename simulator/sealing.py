@@ -26,7 +26,7 @@ def sealed_by(blob: str) -> str | None:
     if not isinstance(blob, str) or not blob.startswith(PREFIX):
         return None
     try:
-        raw = base64.urlsafe_b64decode(blob[len(PREFIX):])
+        raw = base64.urlsafe_b64decode(blob[len(PREFIX) :])
         mac, payload = raw[:16], raw[16:]
         if not hmac.compare_digest(mac, hmac.new(_SECRET, payload, hashlib.sha256).digest()[:16]):
             return None

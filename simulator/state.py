@@ -31,8 +31,12 @@ class Window:
         return max(0, int(round(self.reset_at - now)))
 
     def describe(self, name: str, now: float) -> dict:
-        return {f"{name}_used_percent": self.used_percent, f"{name}_window_minutes": self.minutes,
-                f"{name}_reset_at": int(self.reset_at), f"{name}_reset_after_seconds": self.reset_after(now)}
+        return {
+            f"{name}_used_percent": self.used_percent,
+            f"{name}_window_minutes": self.minutes,
+            f"{name}_reset_at": int(self.reset_at),
+            f"{name}_reset_after_seconds": self.reset_after(now),
+        }
 
 
 @dataclass
@@ -88,21 +92,36 @@ class Account:
         self.refresh_count += refreshed
 
     def token_response(self) -> dict:
-        return {"access_token": self.access_token, "refresh_token": self.refresh_token, "id_token": self.id_token,
-                "expires_in": self.access_token_expires_in, "token_type": "Bearer",
-                "scope": "openid profile email offline_access"}
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "id_token": self.id_token,
+            "expires_in": self.access_token_expires_in,
+            "token_type": "Bearer",
+            "scope": "openid profile email offline_access",
+        }
 
     def describe(self, now: float) -> dict:
         self.primary.roll(now)
         self.secondary.roll(now)
         return {
-            "account_id": self.account_id, "access_token": self.access_token, "refresh_token": self.refresh_token,
-            "id_token": self.id_token, "email": self.email, "plan_type": self.plan_type,
-            "access_token_expires_at": self.access_expires_at, "access_token_expires_in": self.access_token_expires_in,
-            "percent_per_turn": self.percent_per_turn, "models": self.models, "deltas": self.deltas,
+            "account_id": self.account_id,
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "id_token": self.id_token,
+            "email": self.email,
+            "plan_type": self.plan_type,
+            "access_token_expires_at": self.access_expires_at,
+            "access_token_expires_in": self.access_token_expires_in,
+            "percent_per_turn": self.percent_per_turn,
+            "models": self.models,
+            "deltas": self.deltas,
             "verify_encrypted_content": self.verify_encrypted_content,
-            "refresh_count": self.refresh_count, "turn_count": self.turn_count, "faults": self.faults,
-            **self.primary.describe("primary", now), **self.secondary.describe("secondary", now),
+            "refresh_count": self.refresh_count,
+            "turn_count": self.turn_count,
+            "faults": self.faults,
+            **self.primary.describe("primary", now),
+            **self.secondary.describe("secondary", now),
         }
 
 
@@ -142,14 +161,27 @@ class Stats:
         self.open_websockets -= 1
 
     def as_dict(self) -> dict:
-        return {"open_streams": self.open_streams, "max_open_streams": self.max_open_streams,
-                "open_websockets": self.open_websockets, "max_open_websockets": self.max_open_websockets,
-                "turns": self.turns}
+        return {
+            "open_streams": self.open_streams,
+            "max_open_streams": self.max_open_streams,
+            "open_websockets": self.open_websockets,
+            "max_open_websockets": self.max_open_websockets,
+            "turns": self.turns,
+        }
 
 
 # Session headers worth recording (values), in the spellings of current and older CLIs.
-SESSION_HEADERS = ("session-id", "thread-id", "session_id", "conversation_id", "x-client-request-id",
-                   "x-codex-window-id", "originator", "openai-beta", "chatgpt-account-id")
+SESSION_HEADERS = (
+    "session-id",
+    "thread-id",
+    "session_id",
+    "conversation_id",
+    "x-client-request-id",
+    "x-codex-window-id",
+    "originator",
+    "openai-beta",
+    "chatgpt-account-id",
+)
 
 
 class RequestLog:
@@ -160,14 +192,29 @@ class RequestLog:
         self._ids = itertools.count(1)
 
     def add(self, path: str, kind: str, transport: str, request_headers=None, **fields) -> dict:
-        headers = {name: request_headers[name] for name in SESSION_HEADERS
-                   if request_headers is not None and name in request_headers}
-        entry = {"id": next(self._ids), "time": time.time(), "path": path, "kind": kind, "transport": transport,
-                 "account_id": None, "model": None, "headers": headers,
-                 "session_id": headers.get("session-id") or headers.get("session_id"),
-                 "header_names": sorted(request_headers.keys()) if request_headers is not None else [],
-                 "prompt_cache_key": None, "previous_response_id": None, "status": None, "outcome": None,
-                 "error_code": None, **fields}
+        headers = {
+            name: request_headers[name]
+            for name in SESSION_HEADERS
+            if request_headers is not None and name in request_headers
+        }
+        entry = {
+            "id": next(self._ids),
+            "time": time.time(),
+            "path": path,
+            "kind": kind,
+            "transport": transport,
+            "account_id": None,
+            "model": None,
+            "headers": headers,
+            "session_id": headers.get("session-id") or headers.get("session_id"),
+            "header_names": sorted(request_headers.keys()) if request_headers is not None else [],
+            "prompt_cache_key": None,
+            "previous_response_id": None,
+            "status": None,
+            "outcome": None,
+            "error_code": None,
+            **fields,
+        }
         self.entries.append(entry)
         return entry
 

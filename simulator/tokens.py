@@ -16,19 +16,37 @@ def _auth_claim(account_id: str, plan_type: str) -> dict:
 
 def access_token(account_id: str, plan_type: str, expires_in: int) -> str:
     now = int(time.time())
-    return jwt.encode({
-        "iss": "https://auth.openai.com", "aud": ["https://api.openai.com/v1"], "sub": f"user-{account_id}",
-        "iat": now, "exp": now + expires_in, "jti": uuid.uuid4().hex, _AUTH_CLAIM: _auth_claim(account_id, plan_type),
-    }, _SECRET, algorithm="HS256")
+    return jwt.encode(
+        {
+            "iss": "https://auth.openai.com",
+            "aud": ["https://api.openai.com/v1"],
+            "sub": f"user-{account_id}",
+            "iat": now,
+            "exp": now + expires_in,
+            "jti": uuid.uuid4().hex,
+            _AUTH_CLAIM: _auth_claim(account_id, plan_type),
+        },
+        _SECRET,
+        algorithm="HS256",
+    )
 
 
 def id_token(account_id: str, plan_type: str, email: str, expires_in: int = 3600) -> str:
     now = int(time.time())
-    return jwt.encode({
-        "iss": "https://auth.openai.com", "aud": "app_EMoamEEZ73f0CkXaXp7hrann", "sub": f"user-{account_id}",
-        "iat": now, "exp": now + expires_in, "email": email, "email_verified": True,
-        _AUTH_CLAIM: _auth_claim(account_id, plan_type),
-    }, _SECRET, algorithm="HS256")
+    return jwt.encode(
+        {
+            "iss": "https://auth.openai.com",
+            "aud": "app_EMoamEEZ73f0CkXaXp7hrann",
+            "sub": f"user-{account_id}",
+            "iat": now,
+            "exp": now + expires_in,
+            "email": email,
+            "email_verified": True,
+            _AUTH_CLAIM: _auth_claim(account_id, plan_type),
+        },
+        _SECRET,
+        algorithm="HS256",
+    )
 
 
 def refresh_token() -> str:

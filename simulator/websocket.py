@@ -27,8 +27,9 @@ async def responses_websocket(websocket: WebSocket) -> None:
         await websocket.send_denial_response(JSONResponse(refusal.body(), status_code=refusal.status))
         return
     entry.update(account_id=account.account_id, status=101, outcome="completed")
-    await websocket.accept(headers=[(k.encode(), v.encode()) for k, v in
-                                    rate_limit_headers(account, time.time()).items()])
+    await websocket.accept(
+        headers=[(k.encode(), v.encode()) for k, v in rate_limit_headers(account, time.time()).items()]
+    )
     state.stats.websocket_opened()
     try:
         await _serve(websocket, state, account)
@@ -50,41 +51,72 @@ async def _serve(websocket: WebSocket, state: SimState, account: Account) -> Non
         if not isinstance(frame, dict) or frame.get("type") != "response.create":
             if isinstance(frame, dict) and str(frame.get("type", "")).startswith("response."):
                 continue  # e.g. `response.processed` acknowledgements: nothing to answer
-            await websocket.send_text(json.dumps({"type": "error", "status": 400, "error": {
-                "type": "invalid_request_error", "code": "invalid_frame", "message": "Expected response.create."}}))
+            await websocket.send_text(
+                json.dumps(
+                    {
+                        "type": "error",
+                        "status": 400,
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": "invalid_frame",
+                            "message": "Expected response.create.",
+                        },
+                    }
+                )
+            )
             continue
         if not await _turn(websocket, state, account, frame, len(text), known_ids):
             return
 
 
-async def _turn(websocket: WebSocket, state: SimState, account: Account, frame: dict, size: int,
-                known_ids: set[str]) -> bool:
+async def _turn(
+    websocket: WebSocket, state: SimState, account: Account, frame: dict, size: int, known_ids: set[str]
+) -> bool:
     """Answer one `response.create`; False when the connection is over (client gone or scripted cut)."""
     generate = frame.get("generate", True) is not False
     kind = "turn" if generate else "prewarm"
-    entry = state.log.add(websocket.url.path, kind, "websocket", websocket.headers, account_id=account.account_id,
-                          model=frame.get("model"), prompt_cache_key=frame.get("prompt_cache_key"),
-                          previous_response_id=frame.get("previous_response_id"), tool_names=tool_names(frame))
+    entry = state.log.add(
+        websocket.url.path,
+        kind,
+        "websocket",
+        websocket.headers,
+        account_id=account.account_id,
+        model=frame.get("model"),
+        prompt_cache_key=frame.get("prompt_cache_key"),
+        previous_response_id=frame.get("previous_response_id"),
+        tool_names=tool_names(frame),
+    )
     now = time.time()
     try:
         admit(account, frame, kind, known_ids)
     except Refusal as refusal:
         entry.update(status=refusal.status, outcome="rejected", error_code=refusal.code)
-        await websocket.send_text(json.dumps({"type": "error", "status": refusal.status, **refusal.body(),
-                                              "headers": {**rate_limit_headers(account, now), **refusal.headers}}))
+        await websocket.send_text(
+            json.dumps(
+                {
+                    "type": "error",
+                    "status": refusal.status,
+                    **refusal.body(),
+                    "headers": {**rate_limit_headers(account, now), **refusal.headers},
+                }
+            )
+        )
         return True
     response_id = turns.new_response_id()
     known_ids.add(response_id)
     account.response_ids.append(response_id)
-    events = [turns.rate_limits_event(account, now),
-              *turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate)]
+    events = [
+        turns.rate_limits_event(account, now),
+        *turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate),
+    ]
     fault = account.take_fault(STREAM_FAULTS) if generate else None
     entry["status"] = 200
     return await _send_events(websocket, state, events, fault, entry)
 
 
-async def _send_events(websocket: WebSocket, state: SimState, events: list[dict], fault: dict | None,
-                       entry: dict) -> bool:
+async def _send_events(
+    websocket: WebSocket, state: SimState, events: list[dict], fault: dict | None, entry: dict
+) -> bool:
     stream = paced(events, fault, entry, state.stats)
     try:
         async for event in stream:

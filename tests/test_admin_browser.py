@@ -84,8 +84,12 @@ def test_operator_browses_dashboard_and_request_log(pooler, seeded):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
-        page.on("response", lambda response: console_errors.append(f"{response.status} {response.url}")
-                if response.status >= 400 else None)
+        page.on(
+            "response",
+            lambda response: (
+                console_errors.append(f"{response.status} {response.url}") if response.status >= 400 else None
+            ),
+        )
         page.on(
             "request",
             lambda request: (

@@ -23,8 +23,9 @@ FIRST_BYTE_TIMEOUT = 1.0
 @pytest.fixture(scope="module")
 def faulty(django_db_setup, django_db_blocker, simulator):
     """A pooler that gives up on a silent upstream after one second."""
-    server = PoolerServer(extra_env={"POOLER_AUTH_BASE_URL": simulator.url,
-                                     "POOLER_FIRST_BYTE_TIMEOUT": str(FIRST_BYTE_TIMEOUT)})
+    server = PoolerServer(
+        extra_env={"POOLER_AUTH_BASE_URL": simulator.url, "POOLER_FIRST_BYTE_TIMEOUT": str(FIRST_BYTE_TIMEOUT)}
+    )
     yield server
     server.close()
 
@@ -85,12 +86,14 @@ def test_http_fault_before_first_byte_fails_over(faulty, simulator, case):
     extra = {"base_url": f"http://127.0.0.1:{_free_port()}/backend-api/codex"} if case == "connect refused" else {}
     first, second, key_row, key = two_accounts(simulator, **extra)
     if fault == "dead-token":
-        simulator.patch_account(first.chatgpt_account_id, expire_access_token=True,
-                                faults=[{"kind": "refresh_invalid_grant"}])
+        simulator.patch_account(
+            first.chatgpt_account_id, expire_access_token=True, faults=[{"kind": "refresh_invalid_grant"}]
+        )
     elif fault:
         simulator.patch_account(first.chatgpt_account_id, faults=[fault])
-    response = httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body("survives"),
-                          headers=session_headers(key), timeout=30)
+    response = httpx.post(
+        f"{faulty.codex_base_url}/responses", json=turn_body("survives"), headers=session_headers(key), timeout=30
+    )
     assert response.status_code == 200 and reply_text(sse_events(response.text)) == "echo: survives"
     row = log_of(key_row)
     assert row.account == second and row.outcome == "ok"
@@ -108,8 +111,9 @@ def test_http_fault_before_first_byte_fails_over(faulty, simulator, case):
 def test_http_usage_limit_cools_down_until_the_reset(faulty, simulator):
     first, second, key_row, key = two_accounts(simulator)
     simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0, primary_reset_after_seconds=900)
-    response = httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key),
-                          timeout=30)
+    response = httpx.post(
+        f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30
+    )
     assert response.status_code == 200
     first.refresh_from_db()
     remaining = (first.cooldown_until - timezone.now()).total_seconds()
@@ -121,8 +125,9 @@ def test_http_usage_limit_cools_down_until_the_reset(faulty, simulator):
 def test_http_401_with_working_refresh_stays_on_the_account(faulty, simulator):
     first, _, key_row, key = two_accounts(simulator)
     simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "expire_token"}])
-    response = httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key),
-                          timeout=30)
+    response = httpx.post(
+        f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30
+    )
     assert response.status_code == 200
     first.refresh_from_db()
     assert log_of(key_row).account == first and first.status == "active" and first.last_refresh_at
@@ -132,8 +137,9 @@ def test_http_401_with_working_refresh_stays_on_the_account(faulty, simulator):
 def test_http_stream_cut_midway_passes_through_without_retry(faulty, simulator):
     first, _, key_row, key = two_accounts(simulator)
     simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "cut", "after_events": 4}])
-    response = httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key),
-                          timeout=30)
+    response = httpx.post(
+        f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30
+    )
     events = sse_events(response.text)
     assert response.status_code == 200 and events and events[-1]["type"] != "response.completed"
     row = log_of(key_row)
@@ -144,8 +150,9 @@ def test_http_stream_cut_midway_passes_through_without_retry(faulty, simulator):
 def test_http_slow_stream_is_relayed_as_it_comes(faulty, simulator):
     first, _, key_row, key = two_accounts(simulator)
     simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.1}])
-    response = httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body("slowly"),
-                          headers=session_headers(key), timeout=30)
+    response = httpx.post(
+        f"{faulty.codex_base_url}/responses", json=turn_body("slowly"), headers=session_headers(key), timeout=30
+    )
     assert reply_text(sse_events(response.text)) == "echo: slowly"
     row = log_of(key_row)
     assert row.outcome == "ok" and row.ttft_ms < 500 and row.duration_ms > 1000
@@ -155,8 +162,12 @@ def test_http_client_gone_before_the_first_byte(faulty, simulator):
     first, _, key_row, key = two_accounts(simulator)
     simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "first_byte_delay": 0.8}])
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key),
-                   timeout=httpx.Timeout(30, read=0.3))
+        httpx.post(
+            f"{faulty.codex_base_url}/responses",
+            json=turn_body(),
+            headers=session_headers(key),
+            timeout=httpx.Timeout(30, read=0.3),
+        )
     row = log_of(key_row)
     assert row.outcome == "client_closed"
     first.refresh_from_db()
@@ -170,14 +181,17 @@ def test_http_faults_leave_no_sockets_behind(faulty, simulator):
     httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30)
     before = open_sockets(pid)
     for i in range(20):
-        simulator.patch_account(first.chatgpt_account_id, faults=[
-            [{"kind": "cut", "after_events": 3}], [{"kind": "status", "status": 503}], []][i % 3],
-            primary_used_percent=0)
+        simulator.patch_account(
+            first.chatgpt_account_id,
+            faults=[[{"kind": "cut", "after_events": 3}], [{"kind": "status", "status": 503}], []][i % 3],
+            primary_used_percent=0,
+        )
         first.cooldown_until = None
         first.save(update_fields=["cooldown_until"])
         try:
-            with httpx.stream("POST", f"{faulty.codex_base_url}/responses", json=turn_body(),
-                              headers=session_headers(key), timeout=30) as response:
+            with httpx.stream(
+                "POST", f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30
+            ) as response:
                 next(response.iter_raw())
         except httpx.HTTPError:
             pass
@@ -215,8 +229,9 @@ def test_websocket_fault_before_first_event_fails_over(faulty, simulator, case):
     if fault == "exhausted":
         simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
     elif fault == "dead-token":
-        simulator.patch_account(first.chatgpt_account_id, expire_access_token=True,
-                                faults=[{"kind": "refresh_invalid_grant"}])
+        simulator.patch_account(
+            first.chatgpt_account_id, expire_access_token=True, faults=[{"kind": "refresh_invalid_grant"}]
+        )
     elif fault:
         simulator.patch_account(first.chatgpt_account_id, faults=[fault])
     events = ws_turn(faulty.codex_base_url.replace("http://", "ws://") + "/responses", key, "ws survives")

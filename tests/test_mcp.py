@@ -18,8 +18,16 @@ from tests.factories import make_account, make_key, make_mcp_token, make_pool
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-READ_TOOLS = {"list_pools", "pool_status", "list_accounts", "get_account", "list_api_keys", "query_requests",
-              "usage_summary", "recent_audit_events"}
+READ_TOOLS = {
+    "list_pools",
+    "pool_status",
+    "list_accounts",
+    "get_account",
+    "list_api_keys",
+    "query_requests",
+    "usage_summary",
+    "recent_audit_events",
+}
 WRITE_TOOLS = {"pause_account", "resume_account", "revoke_api_key"}
 
 
@@ -38,13 +46,29 @@ def seeded():
     pool = make_pool(name="team")
     now = timezone.now()
     busy = make_account(pool, label="busy", primary_used_percent=91.0, primary_resets_at=now + timedelta(hours=1))
-    make_account(pool, label="sick", cooldown_until=now + timedelta(minutes=5), cooldown_reason="status 503",
-                 last_error="status 503", consecutive_failures=2)
+    make_account(
+        pool,
+        label="sick",
+        cooldown_until=now + timedelta(minutes=5),
+        cooldown_reason="status 503",
+        last_error="status 503",
+        consecutive_failures=2,
+    )
     key, raw_key = make_key(pool, name="laptop", rpm=60)
     for i, status in enumerate([200, 200, 429]):
-        RequestLog.objects.create(request_id=f"r{i}", pool=pool, api_key=key, account=busy, route="codex.responses",
-                                  model="gpt-5.2", status_code=status, outcome="ok" if status == 200 else "rejected",
-                                  total_tokens=100 * (i + 1), input_tokens=80, output_tokens=20)
+        RequestLog.objects.create(
+            request_id=f"r{i}",
+            pool=pool,
+            api_key=key,
+            account=busy,
+            route="codex.responses",
+            model="gpt-5.2",
+            status_code=status,
+            outcome="ok" if status == 200 else "rejected",
+            total_tokens=100 * (i + 1),
+            input_tokens=80,
+            output_tokens=20,
+        )
     AuditLog.objects.create(actor="cli", action="create_pool", object_type="pool", object_repr="team")
     _, reader = make_mcp_token(ops)
     _, writer = make_mcp_token(ops, can_write=True)
@@ -62,11 +86,18 @@ def call_all(url: str, token: str, calls: list[tuple[str, dict]]) -> list:
 
 def test_read_tools_answer_with_structured_metadata(pooler, seeded):
     url = f"{pooler.url}/mcp"
-    calls = [("list_pools", {}), ("pool_status", {"pool": "team"}), ("list_accounts", {"pool": "team"}),
-             ("get_account", {"account": "busy"}), ("list_api_keys", {}),
-             ("query_requests", {"pool": "team", "status_code": 429}), ("query_requests", {"limit": 2}),
-             ("usage_summary", {"group_by": "model"}), ("usage_summary", {"group_by": "hour"}),
-             ("recent_audit_events", {"limit": 5})]
+    calls = [
+        ("list_pools", {}),
+        ("pool_status", {"pool": "team"}),
+        ("list_accounts", {"pool": "team"}),
+        ("get_account", {"account": "busy"}),
+        ("list_api_keys", {}),
+        ("query_requests", {"pool": "team", "status_code": 429}),
+        ("query_requests", {"limit": 2}),
+        ("usage_summary", {"group_by": "model"}),
+        ("usage_summary", {"group_by": "hour"}),
+        ("recent_audit_events", {"limit": 5}),
+    ]
     tools, results = call_all(url, seeded["reader"], calls)
     assert tools == READ_TOOLS | WRITE_TOOLS
     assert not any(r.is_error for r in results), [r.content for r in results if r.is_error]
@@ -76,20 +107,37 @@ def test_read_tools_answer_with_structured_metadata(pooler, seeded):
     assert status["eligible_accounts"] == 1 and status["unavailable"][0]["label"] == "sick" and status["soonest_reset"]
     assert by_name["get_account"].structured_content["quota"]["primary_used_percent"] == 91.0
     assert by_name["list_api_keys"].structured_content["items"][0]["prefix"] == seeded["key"].prefix
-    assert results[5].structured_content["total"] == 1 and results[5].structured_content["requests"][0]["status_code"] \
-        == 429
+    assert (
+        results[5].structured_content["total"] == 1
+        and results[5].structured_content["requests"][0]["status_code"] == 429
+    )
     assert results[6].structured_content["next_offset"] == 2
-    assert results[7].structured_content["groups"] == [{"group": "gpt-5.2", "requests": 3, "input_tokens": 240,
-                                                       "cached_tokens": 0, "output_tokens": 60, "total_tokens": 600,
-                                                       "errors": 1}]
+    assert results[7].structured_content["groups"] == [
+        {
+            "group": "gpt-5.2",
+            "requests": 3,
+            "input_tokens": 240,
+            "cached_tokens": 0,
+            "output_tokens": 60,
+            "total_tokens": 600,
+            "errors": 1,
+        }
+    ]
     assert results[9].structured_content["items"][0]["action"] == "create_pool"
     assert all(r.content[0].text for r in results)  # each has a short text summary
 
 
 def test_bad_inputs_are_clear_tool_errors(pooler, seeded):
-    _, results = call_all(f"{pooler.url}/mcp", seeded["reader"], [
-        ("pool_status", {"pool": "nope"}), ("query_requests", {"since": "yesterday"}),
-        ("query_requests", {"limit": 0}), ("get_account", {"account": "ghost"})])
+    _, results = call_all(
+        f"{pooler.url}/mcp",
+        seeded["reader"],
+        [
+            ("pool_status", {"pool": "nope"}),
+            ("query_requests", {"since": "yesterday"}),
+            ("query_requests", {"limit": 0}),
+            ("get_account", {"account": "ghost"}),
+        ],
+    )
     assert all(r.is_error for r in results)
     texts = [r.content[0].text for r in results]
     assert "no pool named 'nope'" in texts[0] and "ISO 8601" in texts[1] and "limit" in texts[2]
@@ -101,9 +149,16 @@ def test_write_tools_need_the_write_scope_and_are_audited(pooler, seeded):
     _, refused = call_all(url, seeded["reader"], [("pause_account", {"account": "busy"})])
     assert refused[0].is_error and "read-only" in refused[0].content[0].text
     assert UpstreamAccount.objects.get(label="busy").status == "active"
-    _, results = call_all(url, seeded["writer"], [
-        ("pause_account", {"account": "busy"}), ("resume_account", {"account": "busy"}),
-        ("pause_account", {"account": "busy"}), ("revoke_api_key", {"prefix": seeded["key"].prefix})])
+    _, results = call_all(
+        url,
+        seeded["writer"],
+        [
+            ("pause_account", {"account": "busy"}),
+            ("resume_account", {"account": "busy"}),
+            ("pause_account", {"account": "busy"}),
+            ("revoke_api_key", {"prefix": seeded["key"].prefix}),
+        ],
+    )
     assert not any(r.is_error for r in results)
     assert UpstreamAccount.objects.get(label="busy").status == "paused"
     assert PoolApiKey.objects.get(pk=seeded["key"].pk).revoked_at is not None
@@ -117,28 +172,53 @@ def test_only_live_mcp_tokens_pass_the_gate(pooler, seeded):
     ops = get_user_model().objects.get(username="ops")
     _, expired_raw = make_mcp_token(ops, expires_at=timezone.now() - timedelta(seconds=1))
     _, revoked_raw = make_mcp_token(ops, revoked_at=timezone.now())
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "t", "version": "1"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
     for path in ["/mcp", "/mcp/"]:
         for token in ["x", "wrong", seeded["raw_key"], expired_raw, revoked_raw]:
-            response = httpx.post(f"{pooler.url}{path}", json=init, headers={"Authorization": f"Bearer {token}",
-                                  "Accept": "application/json, text/event-stream"})
+            response = httpx.post(
+                f"{pooler.url}{path}",
+                json=init,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"},
+            )
             assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_mcp_token"
             assert response.headers["www-authenticate"].startswith("Bearer")
     assert McpToken.objects.count() == 4
     # And the other way round: an MCP token is no Pool API key.
-    response = httpx.post(f"{pooler.codex_base_url}/responses", json={"model": "gpt-5.2", "input": []},
-                          headers={"Authorization": f"Bearer {seeded['writer']}"})
+    response = httpx.post(
+        f"{pooler.codex_base_url}/responses",
+        json={"model": "gpt-5.2", "input": []},
+        headers={"Authorization": f"Bearer {seeded['writer']}"},
+    )
     assert response.status_code == 401
 
 
 def test_no_tool_output_carries_a_secret(pooler, seeded):
     account = UpstreamAccount.objects.get(label="busy")
-    secrets = [seeded["raw_key"], seeded["reader"], seeded["writer"], account.access_token, account.refresh_token,
-               account.id_token, seeded["key"].secret_hash]
-    calls = [(name, {}) for name in ["list_pools", "list_accounts", "list_api_keys", "query_requests",
-                                     "usage_summary", "recent_audit_events"]]
+    secrets = [
+        seeded["raw_key"],
+        seeded["reader"],
+        seeded["writer"],
+        account.access_token,
+        account.refresh_token,
+        account.id_token,
+        seeded["key"].secret_hash,
+    ]
+    calls = [
+        (name, {})
+        for name in [
+            "list_pools",
+            "list_accounts",
+            "list_api_keys",
+            "query_requests",
+            "usage_summary",
+            "recent_audit_events",
+        ]
+    ]
     calls += [("pool_status", {"pool": "team"}), ("get_account", {"account": "busy"})]
     _, results = call_all(f"{pooler.url}/mcp", seeded["reader"], calls)
     dumped = json.dumps([r.model_dump(mode="json") for r in results])

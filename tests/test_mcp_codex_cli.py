@@ -30,16 +30,32 @@ def test_codex_cli_lists_the_pooler_mcp_tools(codex_bin, pooler, simulator, tmp_
 
     # The turn itself goes through the pooler as usual; the CLI offers the MCP server's tools to the model.
     simulator.clear_requests()
-    result = run_codex(codex_bin, pooler.codex_base_url, key, "which tools?", websockets=False, home=home,
-                       cwd=work, extra_env=env, config_extra=snippet)
+    result = run_codex(
+        codex_bin,
+        pooler.codex_base_url,
+        key,
+        "which tools?",
+        websockets=False,
+        home=home,
+        cwd=work,
+        extra_env=env,
+        config_extra=snippet,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     # The CLI initialized a session and listed the tools (it offers them to the model only when it sends tools).
     calls = httpx.get(f"{pooler.url}/metrics").text
-    listed_tools = [line for line in calls.splitlines() if line.startswith('pooler_mcp_calls_total{method="tools/list"')]
+    listed_tools = [
+        line for line in calls.splitlines() if line.startswith('pooler_mcp_calls_total{method="tools/list"')
+    ]
     assert listed_tools and float(listed_tools[0].split()[-1]) >= 1, calls
     assert 'pooler_mcp_calls_total{method="initialize"' in calls
     assert '"POST /mcp" 401' not in pooler.log()
 
-    listed = subprocess.run([codex_bin, "mcp", "list"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "CODEX_HOME": str(home), **env})
+    listed = subprocess.run(
+        [codex_bin, "mcp", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CODEX_HOME": str(home), **env},
+    )
     assert "codex_pooler" in listed.stdout and f"{pooler.url}/mcp" in listed.stdout

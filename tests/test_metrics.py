@@ -29,12 +29,19 @@ def test_metrics_parse_and_move_with_traffic(pooler, simulator):
     _, key = make_key(pool)
     before = samples(httpx.get(f"{pooler.url}/metrics").text)
     for _ in range(3):
-        assert httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers(key),
-                          timeout=30).status_code == 200
+        assert (
+            httpx.post(
+                f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30
+            ).status_code
+            == 200
+        )
     httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers("cpk_bad_bad"))
     after = samples(httpx.get(f"{pooler.url}/metrics").text)
-    assert total(after, "pooler_requests_total", route="codex.responses", status="200", pool=pool.name) - \
-        total(before, "pooler_requests_total", route="codex.responses", status="200", pool=pool.name) == 3
+    assert (
+        total(after, "pooler_requests_total", route="codex.responses", status="200", pool=pool.name)
+        - total(before, "pooler_requests_total", route="codex.responses", status="200", pool=pool.name)
+        == 3
+    )
     assert total(after, "pooler_ttft_seconds_count") - total(before, "pooler_ttft_seconds_count") == 3
     assert total(after, "pooler_upstream_attempts_total", outcome="ok") >= 3
     assert total(after, "pooler_account_eligible", pool=pool.name, account=account.label) == 1.0
@@ -44,8 +51,9 @@ def test_metrics_parse_and_move_with_traffic(pooler, simulator):
 
 
 def test_metrics_need_the_token_outside_allowed_networks(django_db_setup, django_db_blocker):
-    server = PoolerServer(extra_env={"POOLER_METRICS_TOKEN": "metrics-secret",
-                                     "POOLER_METRICS_ALLOWED_NETWORKS": "10.0.0.0/8"})
+    server = PoolerServer(
+        extra_env={"POOLER_METRICS_TOKEN": "metrics-secret", "POOLER_METRICS_ALLOWED_NETWORKS": "10.0.0.0/8"}
+    )
     try:
         assert httpx.get(f"{server.url}/metrics").status_code == 401
         assert httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -63,13 +63,15 @@ def test_concurrent_stream_limit_holds_and_slots_are_released(pooler, second_poo
         return await asyncio.gather(*coroutines)
 
     async def full(client, server):
-        response = await client.post(f"{server.codex_base_url}/responses", json=turn_body(),
-                                     headers=session_headers(key))
+        response = await client.post(
+            f"{server.codex_base_url}/responses", json=turn_body(), headers=session_headers(key)
+        )
         return response.status_code
 
     async def abandoned(client, server):
-        async with client.stream("POST", f"{server.codex_base_url}/responses", json=turn_body(),
-                                 headers=session_headers(key)) as response:
+        async with client.stream(
+            "POST", f"{server.codex_base_url}/responses", json=turn_body(), headers=session_headers(key)
+        ) as response:
             await anext(response.aiter_raw())  # then walk away mid-stream
             return response.status_code
 

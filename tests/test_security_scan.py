@@ -28,18 +28,26 @@ def test_no_secret_or_prompt_leaks_after_a_run(pooler, simulator):
     seen = []  # everything a client or operator can read
 
     for body in [turn_body(prompt), {**turn_body(prompt), "model": "not-a-served-model"}]:
-        response = httpx.post(f"{pooler.codex_base_url}/responses", json=body, headers=session_headers(key),
-                              timeout=30)
+        response = httpx.post(f"{pooler.codex_base_url}/responses", json=body, headers=session_headers(key), timeout=30)
         seen.append(json.dumps(dict(response.headers)))
     for bad in ["{" + prompt, json.dumps({"input": prompt})]:
-        seen.append(httpx.post(f"{pooler.codex_base_url}/responses", content=bad,
-                               headers=session_headers(key)).text)
-    seen.append(httpx.post(f"{pooler.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                           json={"model": "gpt-5.2", "messages": [{"role": "user", "content": prompt}], "n": 3}).text)
-    seen.append(httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body(prompt),
-                           headers=session_headers(mcp_token)).text)  # an MCP token is not a pool key
-    with connect(pooler.codex_base_url.replace("http://", "ws://") + "/responses",
-                 additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        seen.append(httpx.post(f"{pooler.codex_base_url}/responses", content=bad, headers=session_headers(key)).text)
+    seen.append(
+        httpx.post(
+            f"{pooler.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "gpt-5.2", "messages": [{"role": "user", "content": prompt}], "n": 3},
+        ).text
+    )
+    seen.append(
+        httpx.post(
+            f"{pooler.codex_base_url}/responses", json=turn_body(prompt), headers=session_headers(mcp_token)
+        ).text
+    )  # an MCP token is not a pool key
+    with connect(
+        pooler.codex_base_url.replace("http://", "ws://") + "/responses",
+        additional_headers={"Authorization": f"Bearer {key}"},
+    ) as ws:
         ws.send(json.dumps({"type": "response.create", **turn_body(prompt)}))
         while json.loads(ws.recv(timeout=20))["type"] != "response.completed":
             pass
@@ -47,9 +55,15 @@ def test_no_secret_or_prompt_leaks_after_a_run(pooler, simulator):
 
     client = Client()
     client.force_login(admin)
-    for url in ["/admin/dashboard/", "/admin/accounts/requestlog/", "/admin/accounts/auditlog/",
-                f"/admin/accounts/upstreamaccount/{account.pk}/change/", "/admin/accounts/poolapikey/",
-                "/admin/accounts/sessionaffinity/", "/admin/accounts/mcptoken/"]:
+    for url in [
+        "/admin/dashboard/",
+        "/admin/accounts/requestlog/",
+        "/admin/accounts/auditlog/",
+        f"/admin/accounts/upstreamaccount/{account.pk}/change/",
+        "/admin/accounts/poolapikey/",
+        "/admin/accounts/sessionaffinity/",
+        "/admin/accounts/mcptoken/",
+    ]:
         seen.append(client.get(url).content.decode())
 
     account.refresh_from_db()

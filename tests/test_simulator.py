@@ -19,10 +19,19 @@ def user_message(text: str) -> dict:
 
 
 def turn_body(text: str = "hello", **extra) -> dict:
-    return {"model": "gpt-5.2", "stream": True, "store": False, "include": ["reasoning.encrypted_content"],
-            "input": [{"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "brief"}]},
-                      user_message(text)],
-            "reasoning": {"effort": "low"}, "prompt_cache_key": str(uuid.uuid4()), **extra}
+    return {
+        "model": "gpt-5.2",
+        "stream": True,
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "brief"}]},
+            user_message(text),
+        ],
+        "reasoning": {"effort": "low"},
+        "prompt_cache_key": str(uuid.uuid4()),
+        **extra,
+    }
 
 
 def events_of(text: str) -> list[dict]:
@@ -33,11 +42,19 @@ def reply(events: list[dict]) -> str:
     return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
 
 
-def post_turn(simulator, account: dict, body: dict | None = None, token: str | None = None,
-              **headers) -> httpx.Response:
-    return httpx.post(f"{simulator.codex_base_url}/responses", json=body or turn_body(), timeout=30, headers={
-        "Authorization": f"Bearer {token or account['access_token']}", "chatgpt-account-id": account["account_id"],
-        **headers})
+def post_turn(
+    simulator, account: dict, body: dict | None = None, token: str | None = None, **headers
+) -> httpx.Response:
+    return httpx.post(
+        f"{simulator.codex_base_url}/responses",
+        json=body or turn_body(),
+        timeout=30,
+        headers={
+            "Authorization": f"Bearer {token or account['access_token']}",
+            "chatgpt-account-id": account["account_id"],
+            **headers,
+        },
+    )
 
 
 def ws_url(simulator) -> str:
@@ -45,9 +62,14 @@ def ws_url(simulator) -> str:
 
 
 def ws_connect(simulator, account: dict, **headers):
-    return connect(ws_url(simulator), additional_headers={
-        "Authorization": f"Bearer {account['access_token']}", "openai-beta": "responses_websockets=2026-02-06",
-        **headers})
+    return connect(
+        ws_url(simulator),
+        additional_headers={
+            "Authorization": f"Bearer {account['access_token']}",
+            "openai-beta": "responses_websockets=2026-02-06",
+            **headers,
+        },
+    )
 
 
 def ws_turn(ws, body: dict) -> list[dict]:
@@ -92,9 +114,15 @@ def test_zstd_bodies_and_no_encrypted_reasoning_unless_included(simulator):
 
     account = simulator.add_account()
     raw = json.dumps(turn_body("packed", include=[])).encode()
-    response = httpx.post(f"{simulator.codex_base_url}/responses", content=zstandard.ZstdCompressor().compress(raw),
-                          headers={"Authorization": f"Bearer {account['access_token']}",
-                                   "Content-Encoding": "zstd", "Content-Type": "application/json"})
+    response = httpx.post(
+        f"{simulator.codex_base_url}/responses",
+        content=zstandard.ZstdCompressor().compress(raw),
+        headers={
+            "Authorization": f"Bearer {account['access_token']}",
+            "Content-Encoding": "zstd",
+            "Content-Type": "application/json",
+        },
+    )
     events = events_of(response.text)
     assert reply(events) == "echo: packed"
     assert "encrypted_content" not in events[-1]["response"]["output"][0]
@@ -134,8 +162,9 @@ def test_quota_runs_out_and_comes_back_when_the_window_resets(simulator):
 
 def test_wham_usage_reports_the_windows(simulator):
     account = simulator.add_account(primary_used_percent=100, secondary_used_percent=40, plan_type="pro")
-    usage = httpx.get(f"{simulator.url}/backend-api/wham/usage",
-                      headers={"Authorization": f"Bearer {account['access_token']}"}).json()
+    usage = httpx.get(
+        f"{simulator.url}/backend-api/wham/usage", headers={"Authorization": f"Bearer {account['access_token']}"}
+    ).json()
     assert usage["plan_type"] == "pro"
     assert usage["rate_limit"]["limit_reached"] is True and usage["rate_limit"]["allowed"] is False
     primary = usage["rate_limit"]["primary_window"]
@@ -166,8 +195,12 @@ def test_slow_fault_delays_the_first_byte_and_each_event(simulator):
     account = simulator.add_account(deltas=4)
     simulator.patch_account(account["account_id"], faults=[{"kind": "slow", "delay": 0.5, "event_delay": 0.05}])
     start = time.monotonic()
-    with httpx.stream("POST", f"{simulator.codex_base_url}/responses", json=turn_body(),
-                      headers={"Authorization": f"Bearer {account['access_token']}"}) as response:
+    with httpx.stream(
+        "POST",
+        f"{simulator.codex_base_url}/responses",
+        json=turn_body(),
+        headers={"Authorization": f"Bearer {account['access_token']}"},
+    ) as response:
         chunks = response.iter_raw()
         next(chunks)
         first = time.monotonic() - start
@@ -189,8 +222,12 @@ def test_the_log_sees_a_client_close_and_stats_count_open_streams(simulator):
     account = simulator.add_account()
     simulator.patch_account(account["account_id"], faults=[{"kind": "slow", "event_delay": 0.3}])
     simulator.reset_stats()
-    with httpx.stream("POST", f"{simulator.codex_base_url}/responses", json=turn_body(),
-                      headers={"Authorization": f"Bearer {account['access_token']}"}) as response:
+    with httpx.stream(
+        "POST",
+        f"{simulator.codex_base_url}/responses",
+        json=turn_body(),
+        headers={"Authorization": f"Bearer {account['access_token']}"},
+    ) as response:
         chunks = response.iter_raw()  # kept: a dropped iterator would close the stream at once
         next(chunks)
         assert simulator.stats()["open_streams"] == 1
@@ -260,10 +297,19 @@ def _pkce() -> tuple[str, str]:
 
 
 def _authorize(simulator, challenge: str, **params) -> dict:
-    response = httpx.get(f"{simulator.url}/oauth/authorize", params={
-        "response_type": "code", "client_id": "app_test", "redirect_uri": "http://localhost:1455/auth/callback",
-        "scope": "openid profile email offline_access", "code_challenge": challenge,
-        "code_challenge_method": "S256", "state": "st-1", **params})
+    response = httpx.get(
+        f"{simulator.url}/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": "app_test",
+            "redirect_uri": "http://localhost:1455/auth/callback",
+            "scope": "openid profile email offline_access",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "st-1",
+            **params,
+        },
+    )
     assert response.status_code == 302
     location = urlsplit(response.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == "http://localhost:1455/auth/callback"
@@ -276,15 +322,20 @@ def test_authorization_code_with_pkce(simulator):
     callback = _authorize(simulator, challenge, login_hint=account["account_id"])
     assert callback["state"] == "st-1"
     token_url = f"{simulator.url}/oauth/token"
-    exchange = {"grant_type": "authorization_code", "code": callback["code"], "client_id": "app_test",
-                "redirect_uri": "http://localhost:1455/auth/callback"}
+    exchange = {
+        "grant_type": "authorization_code",
+        "code": callback["code"],
+        "client_id": "app_test",
+        "redirect_uri": "http://localhost:1455/auth/callback",
+    }
     assert httpx.post(token_url, data={**exchange, "code_verifier": "wrong"}).status_code == 400
     callback = _authorize(simulator, challenge, login_hint=account["email"])  # a failed exchange spends the code
     tokens = httpx.post(token_url, data={**exchange, "code": callback["code"], "code_verifier": verifier})
     assert tokens.status_code == 200
     assert post_turn(simulator, account, token=tokens.json()["access_token"]).status_code == 200
-    assert httpx.post(token_url, data={**exchange, "code": callback["code"], "code_verifier": verifier}
-                      ).status_code == 400  # single use
+    assert (
+        httpx.post(token_url, data={**exchange, "code": callback["code"], "code_verifier": verifier}).status_code == 400
+    )  # single use
 
 
 def test_next_login_picks_the_account_or_denies(simulator):
@@ -306,13 +357,18 @@ def test_websocket_prewarm_then_turns_chained_by_previous_response_id(simulator)
     with ws_connect(simulator, account, **{"session-id": session}) as ws:
         assert ws.response.headers["x-codex-primary-used-percent"] == "0"
         prewarm = ws_turn(ws, turn_body("warm", generate=False))
-        assert [e["type"] for e in prewarm] == ["codex.rate_limits", "response.created", "response.in_progress",
-                                                "response.completed"]
+        assert [e["type"] for e in prewarm] == [
+            "codex.rate_limits",
+            "response.created",
+            "response.in_progress",
+            "response.completed",
+        ]
         assert prewarm[-1]["response"]["output"] == []
         first = ws_turn(ws, turn_body("first", previous_response_id=prewarm[-1]["response"]["id"]))
         assert first[0]["rate_limits"]["primary"]["window_minutes"] == 300 and reply(first) == "echo: first"
-        second = ws_turn(ws, {**turn_body(), "previous_response_id": first[-1]["response"]["id"],
-                              "input": [user_message("second")]})
+        second = ws_turn(
+            ws, {**turn_body(), "previous_response_id": first[-1]["response"]["id"], "input": [user_message("second")]}
+        )
         assert reply(second) == "echo: second"
         assert second[0]["rate_limits"]["primary"]["used_percent"] == 10
         unknown = ws_turn(ws, turn_body("third", previous_response_id="resp_unknown"))
@@ -331,8 +387,9 @@ def test_websocket_refusals_are_error_frames_and_the_handshake_checks_the_token(
         assert limited["type"] == "error" and limited["status"] == 429
         assert limited["error"]["type"] == "usage_limit_reached" and limited["error"]["resets_in_seconds"] > 0
         assert limited["headers"]["x-codex-primary-used-percent"] == "100"
-        simulator.patch_account(account["account_id"], primary_used_percent=0,
-                                faults=[{"kind": "status", "status": 503}])
+        simulator.patch_account(
+            account["account_id"], primary_used_percent=0, faults=[{"kind": "status", "status": 503}]
+        )
         failed = ws_turn(ws, turn_body())[-1]
         assert failed["type"] == "error" and failed["status"] == 503
         assert reply(ws_turn(ws, turn_body("recovered"))) == "echo: recovered"
@@ -376,8 +433,11 @@ def test_encrypted_history_only_verifies_on_its_account(simulator):
     refused = post_turn(simulator, second, follow_up)
     assert refused.status_code == 400
     assert refused.json()["error"] == {
-        "message": refused.json()["error"]["message"], "type": "invalid_request_error", "param": None,
-        "code": "invalid_encrypted_content"}
+        "message": refused.json()["error"]["message"],
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_encrypted_content",
+    }
     assert refused.json()["error"]["message"].startswith("The encrypted content gAAAA")
     with ws_connect(simulator, second) as ws:
         frame = ws_turn(ws, follow_up)[-1]
@@ -389,8 +449,11 @@ def test_encrypted_history_only_verifies_on_its_account(simulator):
 def test_compaction_items_are_bound_too(simulator):
     first, second = simulator.add_account(), simulator.add_account()
     body = {k: v for k, v in turn_body("long history").items() if k != "stream"}
-    compact = httpx.post(f"{simulator.codex_base_url}/responses/compact", json=body,
-                         headers={"Authorization": f"Bearer {first['access_token']}"})
+    compact = httpx.post(
+        f"{simulator.codex_base_url}/responses/compact",
+        json=body,
+        headers={"Authorization": f"Bearer {first['access_token']}"},
+    )
     assert compact.status_code == 200
     output = compact.json()["output"]
     compaction = output[-1]
@@ -420,8 +483,11 @@ def test_models_realtime_and_unknown_models(simulator):
     assert all(m["supported_reasoning_levels"] and m["visibility"] == "list" and m["context_window"] for m in models)
     unsupported = post_turn(simulator, account, turn_body(model="gpt-4o"))
     assert unsupported.status_code == 400 and unsupported.json()["error"]["param"] == "model"
-    call = httpx.post(f"{simulator.codex_base_url}/realtime/calls", content="v=0\r\ns=-\r\n",
-                      headers={**auth, "Content-Type": "application/sdp"})
+    call = httpx.post(
+        f"{simulator.codex_base_url}/realtime/calls",
+        content="v=0\r\ns=-\r\n",
+        headers={**auth, "Content-Type": "application/sdp"},
+    )
     assert call.status_code == 201 and call.text.startswith("v=0")
     assert call.headers["content-type"].startswith("application/sdp") and call.headers["location"]
 
@@ -438,7 +504,11 @@ def test_request_log_records_metadata_and_never_bodies(simulator):
     ok, refused = log
     assert ok["kind"] == "turn" and ok["transport"] == "http" and ok["account_id"] == account["account_id"]
     assert (ok["model"], ok["prompt_cache_key"], ok["status"], ok["outcome"]) == (
-        "gpt-5.2", body["prompt_cache_key"], 200, "completed")
+        "gpt-5.2",
+        body["prompt_cache_key"],
+        200,
+        "completed",
+    )
     assert ok["session_id"] == "sess-1" and ok["headers"]["x-client-request-id"] == "r1"
     assert (refused["status"], refused["outcome"], refused["error_code"]) == (401, "rejected", "token_invalid")
     assert simulator.requests(status=401) == [refused]

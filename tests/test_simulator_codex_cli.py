@@ -13,8 +13,16 @@ def test_codex_cli_turn_and_resume_against_the_simulator(codex_bin, simulator, t
     home, work = tmp_path / "home", tmp_path / "work"
 
     def codex(prompt: str, resume_last: bool = False):
-        result = run_codex(codex_bin, simulator.codex_base_url, account["access_token"], prompt,
-                           websockets=websockets, home=home, cwd=work, resume_last=resume_last)
+        result = run_codex(
+            codex_bin,
+            simulator.codex_base_url,
+            account["access_token"],
+            prompt,
+            websockets=websockets,
+            home=home,
+            cwd=work,
+            resume_last=resume_last,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
@@ -36,6 +44,13 @@ def test_codex_cli_turn_and_resume_against_the_simulator(codex_bin, simulator, t
 
 def test_codex_cli_shows_the_usage_limit(codex_bin, simulator, tmp_path):
     account = simulator.add_account(primary_used_percent=100)
-    result = run_codex(codex_bin, simulator.codex_base_url, account["access_token"], "anything", websockets=False,
-                       home=tmp_path / "home", cwd=tmp_path / "work")
+    result = run_codex(
+        codex_bin,
+        simulator.codex_base_url,
+        account["access_token"],
+        "anything",
+        websockets=False,
+        home=tmp_path / "home",
+        cwd=tmp_path / "work",
+    )
     assert result.returncode != 0 and "usage limit" in (result.stdout + result.stderr).lower()

@@ -19,8 +19,20 @@ def codex_binary() -> str:
     with open(INSTALL_DIR / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test runs install once
         if not _installed(binary):
-            subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(INSTALL_DIR),
-                            f"@openai/codex@{CODEX_VERSION}"], check=True, timeout=900)
+            subprocess.run(
+                [
+                    "npm",
+                    "install",
+                    "--silent",
+                    "--no-audit",
+                    "--no-fund",
+                    "--prefix",
+                    str(INSTALL_DIR),
+                    f"@openai/codex@{CODEX_VERSION}",
+                ],
+                check=True,
+                timeout=900,
+            )
     return str(binary)
 
 
@@ -65,9 +77,20 @@ supports_websockets = {"true" if websockets else "false"}
     return config
 
 
-def run_codex(binary: str, base_url: str, api_key: str, prompt: str, *, websockets: bool, home: Path, cwd: Path,
-              resume_last: bool = False, timeout: float = 120,
-              extra_env: dict | None = None, config_extra: str = "") -> subprocess.CompletedProcess:
+def run_codex(
+    binary: str,
+    base_url: str,
+    api_key: str,
+    prompt: str,
+    *,
+    websockets: bool,
+    home: Path,
+    cwd: Path,
+    resume_last: bool = False,
+    timeout: float = 120,
+    extra_env: dict | None = None,
+    config_extra: str = "",
+) -> subprocess.CompletedProcess:
     """One `codex exec` turn (or `exec resume --last`) with stdin from /dev/null, as the CLI needs."""
     home.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
@@ -79,5 +102,6 @@ def run_codex(binary: str, base_url: str, api_key: str, prompt: str, *, websocke
         args += ["resume", "--last"]
     env = {**os.environ, "CODEX_HOME": str(home), API_KEY_ENV: api_key, "NO_COLOR": "1", **(extra_env or {})}
     with open(os.devnull, "rb") as stdin:
-        return subprocess.run([*args, prompt], cwd=cwd, env=env, stdin=stdin, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [*args, prompt], cwd=cwd, env=env, stdin=stdin, capture_output=True, text=True, timeout=timeout
+        )

@@ -15,12 +15,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_process(args: list[str], env: dict | None, url_to_poll: str, timeout: float = 30,
-                  cwd: str | None = None) -> subprocess.Popen:
+def start_process(
+    args: list[str], env: dict | None, url_to_poll: str, timeout: float = 30, cwd: str | None = None
+) -> subprocess.Popen:
     """Start `args` and wait until `url_to_poll` answers below 500; raise with the output if it dies or stalls."""
     output = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the process, closed in stop_process
-    process = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=cwd, stdout=output,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        args, env={**os.environ, **(env or {})}, cwd=cwd, stdout=output, stderr=subprocess.STDOUT
+    )
     process.output_file = output
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

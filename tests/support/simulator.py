@@ -20,8 +20,10 @@ class Simulator:
 
     def _ok(self, response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:
-            raise RuntimeError(f"simulator {response.request.method} {response.request.url.path}: "
-                               f"{response.status_code} {response.text}")
+            raise RuntimeError(
+                f"simulator {response.request.method} {response.request.url.path}: "
+                f"{response.status_code} {response.text}"
+            )
         return response
 
     def add_account(self, account_id: str | None = None, **fields) -> dict:
@@ -67,6 +69,10 @@ class Simulator:
 def start_simulator() -> Simulator:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_process([sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)],
-                            None, f"{url}/_sim/stats", cwd=str(REPO))
+    process = start_process(
+        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)],
+        None,
+        f"{url}/_sim/stats",
+        cwd=str(REPO),
+    )
     return Simulator(url, process)
