@@ -8,7 +8,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pooler.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
 
 from mcp_endpoint.app import mcp_app  # noqa: E402
 from proxy.routing_ws import websocket_urlpatterns  # noqa: E402
@@ -17,11 +19,19 @@ from proxy.routing_ws import websocket_urlpatterns  # noqa: E402
 # middleware stays async, so streaming views are never pushed through a sync adapter.
 django_with_static = ASGIStaticFilesHandler(django_asgi_app)
 
+# The same Django (URLs, views) built with the runtime routes' own middleware list: a handler reads
+# MIDDLEWARE once, when it is made.
+with override_settings(MIDDLEWARE=settings.RUNTIME_MIDDLEWARE):
+    runtime_django_app = get_asgi_application()
+
 
 async def http_app(scope, receive, send):
-    """/mcp and /mcp/ go to the MCP server; everything else to Django."""
-    if scope["path"] in ("/mcp", "/mcp/"):
+    """/mcp and /mcp/ go to the MCP server, the runtime routes to the lean Django, the rest to the admin's."""
+    path = scope["path"]
+    if path in ("/mcp", "/mcp/"):
         return await mcp_app(scope, receive, send)
+    if path.startswith(settings.RUNTIME_PATH_PREFIXES):
+        return await runtime_django_app(scope, receive, send)
     return await django_with_static(scope, receive, send)
 
 

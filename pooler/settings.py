@@ -43,6 +43,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The runtime routes (Pool API keys, MCP tokens, probes) need none of the operator middleware above, and
+# under ASGI each sync-only middleware step is a hop through one shared thread: they get this list instead.
+RUNTIME_PATH_PREFIXES = ("/backend-api/", "/v1/", "/healthz", "/readyz", "/metrics")
+RUNTIME_MIDDLEWARE: list[str] = []
+
 ROOT_URLCONF = "pooler.urls"
 ASGI_APPLICATION = "pooler.asgi.application"
 
@@ -73,7 +78,9 @@ else:
     # The async paths run their database steps on a small shared thread pool (proxy/db.py); each of its
     # threads keeps one connection open, so a process holds a few connections however many streams it relays.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Off by default: a check is a `SELECT 1` before every database step of a turn. Django drops a connection
+    # that failed all the same, so a database restart costs at most one failed step per worker thread.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=False)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -37,6 +36,7 @@ class Turn:
     is_prewarm: bool = False
     client_ip: str | None = None
     slot_id: int | None = None
+    slot_account_id: int | None = None  # the account whose concurrent-turn cap the slot counts against
     plan: routing.Plan | None = None
     account: UpstreamAccount | None = None
     attempts: list = field(default_factory=list)
@@ -96,7 +96,7 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
         fields.update(primary_used_percent=100.0, primary_resets_at=reset)
     elif failure.status == 401:
         fields.update(status=AccountStatus.REAUTH_REQUIRED)
-    elif failure.kind in ("connect", "timeout", "closed") or failure.status >= 500 or failure.status == 429:
+    elif failure.kind in ("connect", "timeout", "closed", "refresh") or failure.status >= 500 or failure.status == 429:
         seconds = _cooldown_seconds(account, failure)
         fields.update(
             cooldown_until=now + timedelta(seconds=seconds),
@@ -109,47 +109,52 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
     )
 
 
+# A key's last use is shown to operators to the minute; writing it on every turn would cost a query each.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def _write(turn: Turn) -> None:
+    """The turn's rows, one statement each (no transaction: they stand alone, and the slot is freed first)."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - turn.started) * 1000)
     ttft_ms = int((turn.first_byte_at - turn.started) * 1000) if turn.first_byte_at else None
     key, plan, account = turn.key, turn.plan, turn.account
-    with transaction.atomic():
-        RequestLog.objects.create(
-            created_at=now,
-            request_id=turn.request_id,
-            pool=key.pool if key else None,
-            api_key=key,
-            account=account,
-            route=turn.route,
-            transport=turn.transport,
-            model=turn.model[:100],
-            status_code=turn.status_code,
-            outcome=turn.outcome,
-            error_code=turn.error_code[:60],
-            attempts=turn.attempts,
-            is_stream=turn.is_stream,
-            is_prewarm=turn.is_prewarm,
-            sticky=bool(plan and plan.owner and account and plan.owner.id == account.id),
-            migrated_from=turn.migrated_from,
-            migration_reason=turn.migration_reason[:60],
-            ttft_ms=ttft_ms,
-            duration_ms=duration_ms,
-            client_ip=turn.client_ip,
-            **usage_counts(turn.usage),
-        )
-        limits.release(turn.slot_id)
-        if account is not None and turn.first_byte_at:
-            updates = {"last_used_at": now, **turn.quota}
-            if turn.outcome == "ok":
-                updates["consecutive_failures"] = 0
-            if turn.quota:
-                updates["quota_observed_at"] = now
-            UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
-            if plan is not None and turn.outcome in ("ok", "client_closed"):
-                routing.remember_session(plan, key.pool, account, turn.migration_reason, now)
-        if key is not None:
-            PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    limits.release(turn.slot_id)
+    RequestLog.objects.create(
+        created_at=now,
+        request_id=turn.request_id,
+        pool=key.pool if key else None,
+        api_key=key,
+        account=account,
+        route=turn.route,
+        transport=turn.transport,
+        model=turn.model[:100],
+        status_code=turn.status_code,
+        outcome=turn.outcome,
+        error_code=turn.error_code[:60],
+        attempts=turn.attempts,
+        is_stream=turn.is_stream,
+        is_prewarm=turn.is_prewarm,
+        sticky=bool(plan and plan.owner and account and plan.owner.id == account.id),
+        migrated_from=turn.migrated_from,
+        migration_reason=turn.migration_reason[:60],
+        ttft_ms=ttft_ms,
+        duration_ms=duration_ms,
+        client_ip=turn.client_ip,
+        **usage_counts(turn.usage),
+    )
+    if account is not None and turn.first_byte_at:
+        updates = {"last_used_at": now, **turn.quota}
+        if turn.outcome == "ok":
+            updates["consecutive_failures"] = 0
+        if turn.quota:
+            updates["quota_observed_at"] = now
+        UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
+        if plan is not None and turn.outcome in ("ok", "client_closed"):
+            routing.remember_session(plan, key.pool, account, turn.migration_reason, now)
+    if key is not None and (key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION):
+        PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
     log.info(
         "turn",
         extra={

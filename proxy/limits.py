@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import Min, Sum
 from django.utils import timezone
 
-from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog
+from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog, UpstreamAccount
 
 from .errors import RateLimited
 
@@ -40,17 +40,18 @@ def _refuse(limit_name: str, detail: str, wait: float) -> RateLimited:
     )
 
 
-def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int:
-    """Admit one turn of `key` or raise RateLimited naming the limit; returns the concurrency slot id.
+def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int | None:
+    """Admit one turn of `key` or raise RateLimited naming the limit; returns its concurrency slot id, if any.
 
     The key's row (and the pool's, for a pool-wide cap) is locked while counting, so concurrent
-    admissions in any process are serialized and never overshoot a limit.
+    admissions in any process are serialized and never overshoot a limit. A key without limits costs
+    no query at all: its turns hold no slot.
     """
     now = now or timezone.now()
     pool = key.pool
     rpm, tokens_per_day, max_concurrent = key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent")
     if not (rpm or tokens_per_day or max_concurrent or pool.rpm_limit):
-        return ConcurrencySlot.objects.create(api_key=key, request_id=request_id, expires_at=now + SLOT_LIFETIME).id
+        return None
     with transaction.atomic():
         if pool.rpm_limit:
             Pool.objects.select_for_update().filter(pk=pool.pk).values_list("pk").get()
@@ -61,13 +62,36 @@ def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int:
             raise _refuse("pool_rpm_limit", f"{pool.rpm_limit} requests per minute for this pool", wait)
         if tokens_per_day and (wait := _tokens_wait(key, tokens_per_day, now)) is not None:
             raise _refuse("key_tokens_per_day_limit", f"{tokens_per_day} tokens per day for this key", wait)
-        if max_concurrent:
-            open_now = ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count()
-            if open_now >= max_concurrent:
-                raise _refuse("key_concurrency_limit", f"{max_concurrent} concurrent streams for this key", 1)
         if rpm or pool.rpm_limit:
             Admission.objects.create(pool=pool, api_key=key, at=now)
+        if not max_concurrent:
+            return None
+        if ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count() >= max_concurrent:
+            raise _refuse("key_concurrency_limit", f"{max_concurrent} concurrent streams for this key", 1)
         return ConcurrencySlot.objects.create(api_key=key, request_id=request_id, expires_at=now + SLOT_LIFETIME).id
+
+
+def claim_account(
+    slot_id: int | None, key: PoolApiKey, request_id: str, account: UpstreamAccount, now: datetime | None = None
+) -> int | None:
+    """Take one of `account`'s concurrent turns for this turn; returns the slot id, or None when it is full.
+
+    Only accounts with a `max_concurrent` cap need this (or a turn whose slot an earlier account capped).
+    The account's row is locked while counting, so processes never overshoot the cap; a failover moves
+    the turn's slot to the next account.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        if account.max_concurrent:
+            UpstreamAccount.objects.select_for_update().filter(pk=account.pk).values_list("pk").get()
+            busy = ConcurrencySlot.objects.filter(account=account, expires_at__gt=now).exclude(pk=slot_id)
+            if busy.count() >= account.max_concurrent:
+                return None
+        if slot_id and ConcurrencySlot.objects.filter(pk=slot_id).update(account=account):
+            return slot_id
+        return ConcurrencySlot.objects.create(
+            api_key=key, account=account, request_id=request_id, expires_at=now + SLOT_LIFETIME
+        ).id
 
 
 def release(slot_id: int | None) -> None:

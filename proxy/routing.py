@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from accounts.models import (
@@ -48,6 +48,7 @@ class Plan:
     accounts: list[UpstreamAccount]
     session_hash: str | None = None
     owner: UpstreamAccount | None = None  # the account that served the session so far
+    pinned_until: datetime | None = None  # when the owner's pin expires
     owner_unavailable: str = ""  # why the owner is not among the candidates
     hold: bool = False  # the pool keeps sessions on their owner: no failover away from it
 
@@ -164,13 +165,13 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
     """The ordered candidates for a turn; raises when none can serve (429 with the soonest reset, or 503)."""
     now = now or timezone.now()
     session_hash = hash_session(session) if session else None
-    affinity = (
+    affinity, pinned_until = (
         SessionAffinity.objects.filter(pool=pool, session_key_hash=session_hash, expires_at__gt=now)
-        .values_list("account_id", flat=True)
+        .values_list("account_id", "expires_at")
         .first()
         if session_hash
         else None
-    )
+    ) or (None, None)
     ordered, fresh, snapshot = _candidates(pool, model, affinity, now)
     owner = fresh.get(affinity) if affinity else None
     owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
@@ -181,7 +182,7 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
         owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if owner is not None:
-        plan.owner = owner
+        plan.owner, plan.pinned_until = owner, pinned_until
         plan.hold = pool.session_migration == SessionMigration.HOLD and owner.status == "active"
         if owner_ok:
             plan.accounts = [owner] + [a for a in ordered if a.id != owner.id]
@@ -249,23 +250,30 @@ def remember_session(
     if not plan.session_hash:
         return
     now = now or timezone.now()
-    expires = now + timedelta(seconds=pool.sticky_ttl_seconds)
-    updated = SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash, account=account).update(
-        expires_at=expires
-    )
-    if updated:
+    ttl = timedelta(seconds=pool.sticky_ttl_seconds)
+    pinned = SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash)
+    if plan.owner is not None and plan.owner.id == account.id:
+        # Renewing the pin on every turn would cost a write each: once half its lifetime is gone is enough.
+        if plan.pinned_until is None or plan.pinned_until - now < ttl / 2:
+            pinned.filter(account=account).update(expires_at=now + ttl)
         return
-    affinity, created = SessionAffinity.objects.get_or_create(
-        pool=pool, session_key_hash=plan.session_hash, defaults={"account": account, "expires_at": expires}
+    if plan.owner is None:
+        # A new session, or one whose pin expired (not a move): one upsert.
+        SessionAffinity.objects.bulk_create(
+            [SessionAffinity(pool=pool, session_key_hash=plan.session_hash, account=account, expires_at=now + ttl)],
+            update_conflicts=True,
+            unique_fields=["pool", "session_key_hash"],
+            update_fields=["account", "expires_at"],
+        )
+        return
+    pinned.update(
+        previous_account=plan.owner,
+        account=account,
+        move_reason=reason or "owner_failed",
+        moved_at=now,
+        moves=F("moves") + 1,
+        expires_at=now + ttl,
     )
-    if not created:
-        affinity.previous_account_id = affinity.account_id
-        affinity.account = account
-        affinity.move_reason = reason or "owner_failed"
-        affinity.moved_at = now
-        affinity.moves += 1
-        affinity.expires_at = expires
-        affinity.save()
 
 
 def eligible_count(pool: Pool, now: datetime | None = None) -> int:

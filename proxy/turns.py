@@ -39,19 +39,23 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
         if turn.model:
             check_model(key, turn.model)
         # Independent steps, so they overlap: the limits of the key and the choice of accounts.
-        admitted, planned = await asyncio.gather(
-            db.admit(key, turn.request_id), db.plan_turn(key.pool, turn.model, session), return_exceptions=True
-        )
-        if isinstance(admitted, int):
-            turn.slot_id = admitted  # held even if planning failed, so finish() frees it
-        for outcome in (admitted, planned):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        turn.plan = planned
+        admission = asyncio.ensure_future(db.admit(key, turn.request_id))
+        try:
+            turn.plan = await db.plan_turn(key.pool, turn.model, session)
+        finally:
+            # Also when planning failed or the client left: the slot admission took must reach finish().
+            turn.slot_id = await asyncio.shield(admission)
         return turn.plan
     except PoolerError as error:
         await turn.settle(error.status, "rejected", error.code)
         raise
+
+
+def refresh_failure(failure: RefreshFailed) -> UpstreamFailure:
+    """A dead refresh token means a new login (status 401); an auth server that is down only a cooldown."""
+    if failure.dead:
+        return UpstreamFailure("auth", 401, failure.reason, "token refresh failed")
+    return UpstreamFailure("refresh", message=f"token refresh failed for now: {failure.reason}"[:200])
 
 
 async def fresh_account(account: UpstreamAccount) -> UpstreamAccount:
@@ -60,7 +64,7 @@ async def fresh_account(account: UpstreamAccount) -> UpstreamAccount:
         try:
             return await refresh_account_async(account.id)
         except RefreshFailed as failure:
-            raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+            raise refresh_failure(failure) from None
     return account
 
 
@@ -94,7 +98,7 @@ async def open_upstream(
         try:
             account = await refresh_account_async(account.id, seen_access_token=account.access_token)
         except RefreshFailed as failure:
-            raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+            raise refresh_failure(failure) from None
         response = await _send(account, method, path, headers, content, content_type)
     if response.status_code >= 400:
         body = b""
@@ -150,8 +154,11 @@ def final_error(failures: list[UpstreamFailure]) -> PoolerError:
 class HttpTurn:
     """Runs one proxied request with failover; used by the backend routes and the /v1 surface."""
 
-    def __init__(self, request, turn: Turn, key: PoolApiKey, *, path: str, method: str = "POST"):
+    def __init__(
+        self, request, turn: Turn, key: PoolApiKey, *, path: str, method: str = "POST", raw: bytes | None = None
+    ):
         self.request, self.turn, self.key, self.path, self.method = request, turn, key, path, method
+        self.raw = raw
 
     async def open(
         self, body: dict | bytes, session: str | None, content_type: str | None = None
@@ -164,13 +171,15 @@ class HttpTurn:
         turn = self.turn
         try:
             plan = await begin(turn, self.key, session)
+            return await self._failover(plan, body, content_type)
         except PoolerError as error:
             return error_response(error, turn.request_id)
-        try:
-            return await self._failover(plan, body, content_type)
         except asyncio.CancelledError:
             # The client went away before the first byte: account the turn (and free its slot) all the same.
             await turn.settle(499, "client_closed")
+            raise
+        except Exception:
+            await turn.settle(500, "internal_error", "internal_error")
             raise
 
     async def _failover(self, plan: routing.Plan, body: dict | bytes, content_type: str | None):
@@ -179,6 +188,9 @@ class HttpTurn:
         failures: list[UpstreamFailure] = []
         for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
             moved = plan.owner is not None and plan.owner.id != account.id
+            if not await self._claim(account):
+                turn.attempt(account, "at_capacity")
+                continue
             try:
                 account, opened = await self._try(account, body, content_type, strip=moved)
             except UpstreamFailure as failure:
@@ -199,13 +211,27 @@ class HttpTurn:
         error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
         return await self._refuse(error, failures)
 
+    async def _claim(self, account: UpstreamAccount) -> bool:
+        """Hold one of the account's concurrent turns when it caps them (the slot follows a failover)."""
+        turn = self.turn
+        if not (account.max_concurrent or turn.slot_account_id):
+            return True
+        slot_id = await db.claim_account(turn.slot_id, self.key, turn.request_id, account)
+        if slot_id is None:
+            return False
+        turn.slot_id, turn.slot_account_id = slot_id, account.id
+        return True
+
     async def _try(self, account: UpstreamAccount, body: dict | bytes, content_type: str | None, *, strip: bool):
         """One account: send the body (stripped of foreign history when moved); replay once stripped when the
         account says the history is not its own (a session whose pin expired, or moved by another route)."""
         if isinstance(body, bytes):
             return await open_upstream(account, self.method, self.path, self.request.headers, body, content_type)
         bound = migration.has_account_bound(body)
-        content = encode(migration.strip_account_bound(body) if strip and bound else body)
+        if strip and bound:
+            content = encode(migration.strip_account_bound(body))
+        else:
+            content = self.raw if self.raw is not None else encode(body)
         try:
             return await open_upstream(account, self.method, self.path, self.request.headers, content, content_type)
         except UpstreamFailure as failure:
@@ -273,8 +299,8 @@ class HttpTurn:
             await finish(turn)
 
     async def collect(self, opened: Opened) -> SseWatcher:
-        response, first = opened.response, opened.first
         """Read a whole stream (for clients that asked for one JSON answer) and account it."""
+        response, first = opened.response, opened.first
         turn, watcher = self.turn, SseWatcher()
         try:
             watcher.feed(first)
@@ -290,8 +316,8 @@ class HttpTurn:
         return watcher
 
     async def read_all(self, opened: Opened) -> HttpResponse:
-        response, first = opened.response, opened.first
         """A non-streamed answer (compact, realtime calls): read it whole, pass it back as it is."""
+        response, first = opened.response, opened.first
         turn, body = self.turn, bytearray(first)
         try:
             async for chunk in opened.rest:

@@ -59,9 +59,13 @@ def runtime_view(methods: tuple[str, ...]):
     return decorate
 
 
+def read_body(request) -> bytes:
+    """The request body after its Content-Encoding."""
+    return decode_body(request.body, request.headers.get("content-encoding", ""))
+
+
 def read_json(request) -> dict:
-    data = decode_body(request.body, request.headers.get("content-encoding", ""))
-    return parse_json_object(data)
+    return parse_json_object(read_body(request))
 
 
 async def start_turn(
@@ -74,8 +78,12 @@ async def start_turn(
     body: dict | bytes,
     stream: bool = True,
     content_type: str = "application/json",
+    raw: bytes | None = None,
 ) -> tuple[HttpTurn, Opened | HttpResponse]:
-    """Account, admit, route and open one proxied request (both the backend routes and /v1 use this)."""
+    """Account, admit, route and open one proxied request (both the backend routes and /v1 use this).
+
+    `raw` is the client's JSON `body` as it came, sent on unchanged unless history must be stripped from it.
+    """
     json_body = body if isinstance(body, dict) else {}
     turn = Turn(
         request_id=request_id,
@@ -85,14 +93,15 @@ async def start_turn(
         client_ip=request.META.get("REMOTE_ADDR") or None,
         is_stream=stream,
     )
-    proxied = HttpTurn(request, turn, key, path=path)
+    proxied = HttpTurn(request, turn, key, path=path, raw=raw)
     return proxied, await proxied.open(body, sticky_key(request.headers, json_body), content_type)
 
 
 @runtime_view(("POST",))
 async def responses(request, key, request_id):
     """POST /backend-api/codex/responses: one streamed Codex turn."""
-    body = read_json(request)
+    raw = read_body(request)
+    body = parse_json_object(raw)
     proxied, opened = await start_turn(
         request,
         key,
@@ -100,6 +109,7 @@ async def responses(request, key, request_id):
         route="codex.responses",
         path="/responses",
         body=body,
+        raw=raw,
         stream=body.get("stream") is not False,
     )
     return opened if isinstance(opened, HttpResponse) else proxied.stream(opened)
@@ -108,13 +118,15 @@ async def responses(request, key, request_id):
 @runtime_view(("POST",))
 async def compact(request, key, request_id):
     """POST /backend-api/codex/responses/compact: the compacted history, passed through untouched."""
+    raw = read_body(request)
     proxied, opened = await start_turn(
         request,
         key,
         request_id,
         route="codex.compact",
         path="/responses/compact",
-        body=read_json(request),
+        body=parse_json_object(raw),
+        raw=raw,
         stream=False,
     )
     return opened if isinstance(opened, HttpResponse) else await proxied.read_all(opened)
