@@ -3,10 +3,14 @@
 import pytest
 from django.utils import timezone
 
-from accounts.models import RequestLog
+from accounts.models import AccountStatus, RequestLog
+from proxy.accounting import mark_failure
 from proxy.errors import RateLimited
-from proxy.limits import admit, key_usage, release
-from tests.factories import make_key, make_pool
+from proxy.limits import admit, claim_account, key_usage, release
+from proxy.routing import plan_turn
+from proxy.tokens import RefreshFailed
+from proxy.turns import refresh_failure
+from tests.factories import make_account, make_key, make_pool
 
 pytestmark = pytest.mark.django_db
 
@@ -64,3 +68,37 @@ def test_pool_defaults_apply_to_keys_without_their_own():
     admit(key, "a")
     with pytest.raises(RateLimited):
         admit(key, "b")
+
+
+def test_an_account_cap_holds_its_concurrent_turns():
+    pool = make_pool()
+    capped = make_account(pool, max_concurrent=1)
+    other = make_account(pool)
+    key, _ = make_key(pool)
+    first = claim_account(admit(key, "a"), key, "a", capped)
+    assert first is not None
+    assert claim_account(None, key, "b", capped) is None  # full: the router must try another account
+    # A failover moves the slot: the capped account is free again, the other one counts the turn.
+    assert claim_account(first, key, "a", other) == first
+    assert claim_account(None, key, "b", capped) is not None
+
+
+def test_routing_skips_an_account_at_its_cap():
+    pool = make_pool()
+    capped = make_account(pool, max_concurrent=1, primary_used_percent=0)
+    spare = make_account(pool, primary_used_percent=50)
+    key, _ = make_key(pool)
+    assert plan_turn(pool, "m", None).accounts[0] == capped
+    claim_account(None, key, "a", capped)
+    assert plan_turn(pool, "m", None).accounts == [spare]
+
+
+def test_a_refresh_that_fails_for_now_cools_down_and_a_dead_one_needs_a_login():
+    pool = make_pool()
+    flaky, dead = make_account(pool), make_account(pool)
+    mark_failure(flaky, refresh_failure(RefreshFailed("auth server unreachable", dead=False)))
+    mark_failure(dead, refresh_failure(RefreshFailed("refresh_token_reused", dead=True)))
+    flaky.refresh_from_db()
+    dead.refresh_from_db()
+    assert flaky.status == AccountStatus.ACTIVE and flaky.cooldown_until > timezone.now()
+    assert dead.status == AccountStatus.REAUTH_REQUIRED
