@@ -40,17 +40,23 @@ def _refuse(limit_name: str, detail: str, wait: float) -> RateLimited:
     )
 
 
+def needs_admission(key: PoolApiKey) -> bool:
+    """Whether turns of `key` are counted at all: a key without limits is admitted without a database step."""
+    limits = (key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent"), key.pool.rpm_limit)
+    return any(limits)
+
+
 def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int | None:
     """Admit one turn of `key` or raise RateLimited naming the limit; returns its concurrency slot id, if any.
 
     The key's row (and the pool's, for a pool-wide cap) is locked while counting, so concurrent
     admissions in any process are serialized and never overshoot a limit. A key without limits costs
-    no query at all: its turns hold no slot.
+    no query (its turns hold no slot).
     """
     now = now or timezone.now()
     pool = key.pool
     rpm, tokens_per_day, max_concurrent = key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent")
-    if not (rpm or tokens_per_day or max_concurrent or pool.rpm_limit):
+    if not needs_admission(key):
         return None
     with transaction.atomic():
         if pool.rpm_limit:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import PoolApiKey, UpstreamAccount
 
-from . import db, metrics, migration, routing
+from . import db, limits, metrics, migration, routing
 from .accounting import Turn, finish, observe_quota
 from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, UsageLimitReached, error_response
 from .sse import SseWatcher
@@ -39,6 +39,9 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
         if turn.model:
             check_model(key, turn.model)
         # Independent steps, so they overlap: the limits of the key and the choice of accounts.
+        if not limits.needs_admission(key):
+            turn.plan = await db.plan_turn(key.pool, turn.model, session)
+            return turn.plan
         admission = asyncio.ensure_future(db.admit(key, turn.request_id))
         try:
             turn.plan = await db.plan_turn(key.pool, turn.model, session)
