@@ -241,6 +241,9 @@ class SessionAffinity(models.Model):
     move_reason = models.CharField(max_length=60, blank=True)
     moved_at = models.DateTimeField(null=True, blank=True)
     moves = models.PositiveIntegerField(default=0)
+    # The client's history is append-only: the input items before this index were made by accounts the
+    # session moved away from, so their encrypted items are foreign to the current one.
+    foreign_items = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 

@@ -37,6 +37,7 @@ class Turn:
     client_ip: str | None = None
     slot_id: int | None = None
     slot_account_id: int | None = None  # the account whose concurrent-turn cap the slot counts against
+    input_items: int = 0  # length of the history the client sent (to mark where a moved session's own starts)
     plan: routing.Plan | None = None
     account: UpstreamAccount | None = None
     attempts: list = field(default_factory=list)
@@ -151,7 +152,7 @@ def _write(turn: Turn) -> None:
             updates["quota_observed_at"] = now
         UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
         if plan is not None and turn.outcome in ("ok", "client_closed"):
-            routing.remember_session(plan, key.pool, account, turn.migration_reason, now)
+            routing.remember_session(plan, key.pool, account, turn.migration_reason, now, turn.input_items)
     if key is not None and (key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION):
         PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now

@@ -14,13 +14,23 @@ def _is_account_bound(item) -> bool:
     return isinstance(item, dict) and item.get("type") in _BOUND_ITEM_TYPES and bool(item.get("encrypted_content"))
 
 
-def strip_account_bound(body: dict) -> dict:
-    """A copy of a turn's body that any account accepts: no foreign encrypted items, no response chain."""
+def strip_account_bound(body: dict, before: int | None = None) -> dict:
+    """A copy of a turn's body that any account accepts: no foreign encrypted items, no response chain.
+
+    With `before`, only the bound items among the first `before` input items go (the rest are the
+    current account's own, made after the session moved to it).
+    """
     stripped = {k: v for k, v in body.items() if k != "previous_response_id"}
     items = body.get("input")
     if isinstance(items, list):
-        stripped["input"] = [item for item in items if not _is_account_bound(item)]
+        end = len(items) if before is None else before
+        stripped["input"] = [item for i, item in enumerate(items) if i >= end or not _is_account_bound(item)]
     return stripped
+
+
+def input_count(body: dict) -> int:
+    items = body.get("input")
+    return len(items) if isinstance(items, list) else 0
 
 
 def has_account_bound(body: dict) -> bool:

@@ -49,6 +49,7 @@ class Plan:
     session_hash: str | None = None
     owner: UpstreamAccount | None = None  # the account that served the session so far
     pinned_until: datetime | None = None  # when the owner's pin expires
+    foreign_items: int = 0  # leading history items made by accounts the session moved away from
     owner_unavailable: str = ""  # why the owner is not among the candidates
     hold: bool = False  # the pool keeps sessions on their owner: no failover away from it
 
@@ -165,13 +166,13 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
     """The ordered candidates for a turn; raises when none can serve (429 with the soonest reset, or 503)."""
     now = now or timezone.now()
     session_hash = hash_session(session) if session else None
-    affinity, pinned_until = (
+    affinity, pinned_until, foreign_items = (
         SessionAffinity.objects.filter(pool=pool, session_key_hash=session_hash, expires_at__gt=now)
-        .values_list("account_id", "expires_at")
+        .values_list("account_id", "expires_at", "foreign_items")
         .first()
         if session_hash
         else None
-    ) or (None, None)
+    ) or (None, None, 0)
     ordered, fresh, snapshot = _candidates(pool, model, affinity, now)
     owner = fresh.get(affinity) if affinity else None
     owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
@@ -182,7 +183,7 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
         owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if owner is not None:
-        plan.owner, plan.pinned_until = owner, pinned_until
+        plan.owner, plan.pinned_until, plan.foreign_items = owner, pinned_until, foreign_items
         plan.hold = pool.session_migration == SessionMigration.HOLD and owner.status == "active"
         if owner_ok:
             plan.accounts = [owner] + [a for a in ordered if a.id != owner.id]
@@ -244,9 +245,17 @@ def _nothing_eligible(accounts: list[UpstreamAccount], model: str | None, now: d
 
 
 def remember_session(
-    plan: Plan, pool: Pool, account: UpstreamAccount, reason: str = "", now: datetime | None = None
+    plan: Plan,
+    pool: Pool,
+    account: UpstreamAccount,
+    reason: str = "",
+    now: datetime | None = None,
+    input_items: int = 0,
 ) -> None:
-    """Pin the session to the account that served it, recording a move when it changed."""
+    """Pin the session to the account that served it, recording a move when it changed.
+
+    `input_items` is the length of the history the moving turn carried: all of it came before the move.
+    """
     if not plan.session_hash:
         return
     now = now or timezone.now()
@@ -263,7 +272,7 @@ def remember_session(
             [SessionAffinity(pool=pool, session_key_hash=plan.session_hash, account=account, expires_at=now + ttl)],
             update_conflicts=True,
             unique_fields=["pool", "session_key_hash"],
-            update_fields=["account", "expires_at"],
+            update_fields=["account", "expires_at", "foreign_items"],
         )
         return
     pinned.update(
@@ -272,6 +281,7 @@ def remember_session(
         move_reason=reason or "owner_failed",
         moved_at=now,
         moves=F("moves") + 1,
+        foreign_items=input_items,
         expires_at=now + ttl,
     )
 

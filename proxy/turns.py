@@ -230,9 +230,13 @@ class HttpTurn:
         account says the history is not its own (a session whose pin expired, or moved by another route)."""
         if isinstance(body, bytes):
             return await open_upstream(account, self.method, self.path, self.request.headers, body, content_type)
+        self.turn.input_items = migration.input_count(body)
         bound = migration.has_account_bound(body)
         if strip and bound:
             content = encode(migration.strip_account_bound(body))
+        elif bound and self.turn.plan.foreign_items and self.turn.plan.owner.id == account.id:
+            # A session that moved here earlier still carries the old account's items at its start.
+            content = encode(migration.strip_account_bound(body, before=self.turn.plan.foreign_items))
         else:
             content = self.raw if self.raw is not None else encode(body)
         try:

@@ -54,6 +54,8 @@ def _note_body(entry: dict, body: dict) -> None:
         prompt_cache_key=body.get("prompt_cache_key"),
         previous_response_id=body.get("previous_response_id"),
         tool_names=tool_names(body),
+        # How much account-bound history a turn carried (a count, never the content).
+        encrypted_items=sum(1 for i in body.get("input") or [] if isinstance(i, dict) and i.get("encrypted_content")),
     )
 
 
