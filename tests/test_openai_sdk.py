@@ -3,6 +3,7 @@
 import json
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -136,3 +137,75 @@ def test_wrong_key_is_an_authentication_error(pooler):
     client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key="cpk_wrong_key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         client.models.list()
+
+
+CHAT = {"model": "gpt-5.2", "messages": [{"role": "user", "content": "x"}]}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+# (route, what the client sent on top of a valid request, the param the 400 must name)
+BAD_REQUESTS = [
+    ("chat", {"stream": True, "stream_options": "x"}, "stream_options"),
+    ("chat", {"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+    ("chat", {"stream": "false"}, "stream"),
+    ("chat", {"stream": 1}, "stream"),
+    (
+        "chat",
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": ["call_1"]}]},
+        "messages[1].tool_calls[0]",
+    ),
+    (
+        "chat",
+        {"messages": [{"role": "assistant", "tool_calls": [{**CALL, "function": "f"}]}]},
+        "messages[0].tool_calls[0].function",
+    ),
+    ("chat", {"messages": [{"role": "tool", "tool_call_id": "call_1", "content": 42}]}, "messages[0].content"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]}, "messages[0].content[0].text"),
+    ("chat", {"tools": [{"type": "function", "function": "f"}]}, "tools[0].function"),
+    ("chat", {"tools": [TOOL], "tool_choice": {"type": "function", "function": "f"}}, "tool_choice.function"),
+    ("chat", {"response_format": {"type": "json_schema", "json_schema": "reply"}}, "response_format.json_schema"),
+    ("chat", {"max_tokens": 0}, "max_tokens"),
+    ("chat", {"max_tokens": 1.5}, "max_tokens"),
+    ("chat", {"max_completion_tokens": "100"}, "max_completion_tokens"),
+    ("chat", {"reasoning_effort": 3}, "reasoning_effort"),
+    ("chat", {"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+    ("chat", {"n": True}, "n"),
+    ("responses", {"stream": "false"}, "stream"),
+    ("responses", {"instructions": ["be brief"]}, "instructions"),
+    ("responses", {"input": 5}, "input"),
+    ("responses", {"max_output_tokens": 0}, "max_output_tokens"),
+    ("responses", {"metadata": "tag"}, "metadata"),
+]
+# Parameters that would change the answer's meaning: refused by name, never dropped.
+MEANINGFUL = [
+    ("chat", {"store": True}, "store"),
+    ("chat", {"service_tier": "flex"}, "service_tier"),
+    ("chat", {"prediction": {"type": "content", "content": "x"}}, "prediction"),
+    ("responses", {"store": True}, "store"),
+    ("responses", {"service_tier": "priority"}, "service_tier"),
+    ("responses", {"previous_response_id": "resp_1"}, "previous_response_id"),
+]
+
+
+def post_v1(pooler, key: str, route: str, extra: dict) -> httpx.Response:
+    if route == "chat":
+        path, body = "/v1/chat/completions", {**CHAT, **extra}
+    else:
+        path, body = "/v1/responses", {"model": "gpt-5.2", "input": "x", **extra}
+    return httpx.post(f"{pooler.url}{path}", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_wrong_types_and_meaningful_parameters_are_400s_naming_the_param(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    _, key = make_key(pool)
+    simulator.clear_requests()
+    for route, extra, param in BAD_REQUESTS + MEANINGFUL:
+        response = post_v1(pooler, key, route, extra)
+        assert response.status_code == 400, (route, extra, response.text)
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == param, (extra, error)
+        assert param.split("[")[0].split(".")[0] in error["message"]
+    # Refused before any upstream was opened: the backend saw nothing, the key holds no slot.
+    assert simulator.requests(kind="turn") == []
+    assert post_v1(pooler, key, "chat", {"stream": False, "store": False, "service_tier": "auto"}).status_code == 200
+    assert post_v1(pooler, key, "responses", {"metadata": {"team": "a"}, "service_tier": "default"}).status_code == 200
