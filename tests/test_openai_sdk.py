@@ -8,6 +8,8 @@ import openai
 import pytest
 
 from accounts.models import RequestLog
+from proxy import openai_compat
+from proxy.sse import SseWatcher, encode_event
 from tests.factories import make_account, make_key, make_pool
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -209,3 +211,22 @@ def test_wrong_types_and_meaningful_parameters_are_400s_naming_the_param(pooler,
     assert simulator.requests(kind="turn") == []
     assert post_v1(pooler, key, "chat", {"stream": False, "store": False, "service_tier": "auto"}).status_code == 200
     assert post_v1(pooler, key, "responses", {"metadata": {"team": "a"}, "service_tier": "default"}).status_code == 200
+
+
+def test_an_incomplete_turn_is_an_answer_not_a_failure():
+    # The simulator never stops early, so the backend's own events are fed to the watcher the views use.
+    watcher = SseWatcher()
+    incomplete = {
+        "id": "resp_1",
+        "status": "incomplete",
+        "incomplete_details": {"reason": "max_output_tokens"},
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": "echo: cut sh"}]}],
+    }
+    watcher.feed(encode_event({"type": "response.created", "response": {"id": "resp_1"}}))
+    watcher.feed(encode_event({"type": "response.incomplete", "response": incomplete}))
+    response = openai_compat.final_response(watcher)
+    assert response["status"] == "incomplete" and response["incomplete_details"]["reason"] == "max_output_tokens"
+    assert openai_compat.chat_completion(response, "gpt-5.2")["choices"][0]["finish_reason"] == "length"
+    failed = SseWatcher()
+    failed.feed(encode_event({"type": "response.failed", "response": {"status": "failed", "error": {"code": "x"}}}))
+    assert openai_compat.final_response(failed) is None
