@@ -230,3 +230,45 @@ def test_an_incomplete_turn_is_an_answer_not_a_failure():
     failed = SseWatcher()
     failed.feed(encode_event({"type": "response.failed", "response": {"status": "failed", "error": {"code": "x"}}}))
     assert openai_compat.final_response(failed) is None
+
+
+def test_the_sdk_does_not_hammer_an_exhausted_pool(pooler, simulator):
+    pool = make_pool()
+    spent = make_account(pool, simulator, sim_fields={"primary_used_percent": 100.0})
+    key_row, key = make_key(pool)
+    client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key=key, max_retries=2, timeout=30)
+    started = time.monotonic()
+    for _ in range(2):  # the first reaches the account and learns the reset; the second is refused at once
+        with pytest.raises(openai.RateLimitError) as error:
+            client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "hi"}])
+        assert error.value.code == "usage_limit_reached"
+        assert error.value.response.headers["x-should-retry"] == "false"
+        assert int(error.value.response.headers["retry-after"]) > 60
+    # No retry: one request per call reached the pooler, one attempt ever reached the account.
+    assert len(rows_for(key_row, 2)) == 2
+    assert len(simulator.requests(kind="turn", account_id=spent.chatgpt_account_id)) == 1
+    assert time.monotonic() - started < 5
+
+
+def test_client_mistakes_and_short_waits_say_whether_to_retry(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    _, key = make_key(pool, rpm=1)
+    client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key=key, max_retries=0, timeout=30)
+    client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "one"}])
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "two"}])
+    assert limited.value.response.headers["x-should-retry"] == "true"  # the key's minute window: worth the wait
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "x"}], n=2)
+    assert bad.value.response.headers["x-should-retry"] == "false"
+    wrong = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key="cpk_wrong_key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as denied:
+        wrong.models.list()
+    assert denied.value.response.headers["x-should-retry"] == "false"
+    empty = make_key(make_pool())[1]  # a pool with no account: the 503 may clear when one comes back
+    with pytest.raises(openai.InternalServerError) as unavailable:
+        openai.OpenAI(base_url=f"{pooler.url}/v1", api_key=empty, max_retries=0).chat.completions.create(
+            model="gpt-5.2", messages=[{"role": "user", "content": "x"}]
+        )
+    assert unavailable.value.status_code == 503 and unavailable.value.response.headers["x-should-retry"] == "true"
