@@ -43,6 +43,7 @@ def test_models_list(sdk):
 def test_responses_create_with_and_without_stream(sdk):
     response = sdk.responses.create(model="gpt-5.2", input="hi there", instructions="be brief")
     assert response.output_text == "echo: hi there"
+    assert response.store is False  # the backend echoes what it was sent: nothing stored
     assert response.usage.total_tokens > 0
     stream = sdk.responses.create(model="gpt-5.2", input="streamed", stream=True)
     deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
@@ -99,7 +100,11 @@ def test_chat_tool_call_round_trip(sdk, simulator):
             {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
         ],
     )
-    assert second.choices[0].message.content
+    # The simulator answers a tool result by echoing it: the function_call_output reached the backend.
+    assert second.choices[0].message.content == "echo: sunny" and second.choices[0].finish_reason == "stop"
+    rows = rows_for(sdk.key_row, 2)
+    assert all(r.route == "v1.chat.completions" and r.status_code == 200 and r.outcome == "ok" for r in rows)
+    assert all(r.total_tokens > 0 for r in rows)
 
 
 def test_chat_json_schema_response_format(sdk):
@@ -114,7 +119,21 @@ def test_chat_json_schema_response_format(sdk):
         messages=[{"role": "user", "content": "answer in json"}],
         response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}},
     )
-    assert "answer" in json.loads(completion.choices[0].message.content)
+    assert json.loads(completion.choices[0].message.content) == {"answer": "echo: answer in json"}
+    [row] = rows_for(sdk.key_row, 1)
+    assert row.route == "v1.chat.completions" and row.status_code == 200 and row.outcome == "ok"
+    assert row.model == "gpt-5.2" and row.total_tokens > 0
+
+
+def test_instructions_become_a_developer_message_and_nothing_is_stored():
+    turn = openai_compat.responses_request(
+        {"model": "gpt-5.2", "input": "hi", "instructions": "be brief", "stream": False, "store": False}
+    )
+    assert [(item["role"], item["content"][0]["text"]) for item in turn["input"]] == [
+        ("developer", "be brief"),
+        ("user", "hi"),
+    ]
+    assert turn["store"] is False and turn["stream"] is True and "instructions" not in turn
 
 
 def test_unsupported_parameters_are_named(sdk):
