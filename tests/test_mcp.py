@@ -146,9 +146,20 @@ def test_bad_inputs_are_clear_tool_errors(pooler, seeded):
 
 def test_write_tools_need_the_write_scope_and_are_audited(pooler, seeded):
     url = f"{pooler.url}/mcp"
-    _, refused = call_all(url, seeded["reader"], [("pause_account", {"account": "busy"})])
-    assert refused[0].is_error and "read-only" in refused[0].content[0].text
+    UpstreamAccount.objects.filter(label="sick").update(status="paused")
+    writes = [
+        ("pause_account", {"account": "busy"}),
+        ("resume_account", {"account": "sick"}),
+        ("revoke_api_key", {"prefix": seeded["key"].prefix}),
+    ]
+    assert {name for name, _ in writes} == WRITE_TOOLS
+    _, refused = call_all(url, seeded["reader"], writes)
+    assert all(r.is_error and "read-only" in r.content[0].text for r in refused)
     assert UpstreamAccount.objects.get(label="busy").status == "active"
+    assert UpstreamAccount.objects.get(label="sick").status == "paused"
+    assert PoolApiKey.objects.get(pk=seeded["key"].pk).revoked_at is None
+    assert not AuditLog.objects.filter(actor__startswith="mcp:").exists()
+    UpstreamAccount.objects.filter(label="sick").update(status="active")
     _, results = call_all(
         url,
         seeded["writer"],
@@ -188,6 +199,15 @@ def test_only_live_mcp_tokens_pass_the_gate(pooler, seeded):
             assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_mcp_token"
             assert response.headers["www-authenticate"].startswith("Bearer")
     assert McpToken.objects.count() == 4
+    # A deactivated operator is out at once, with every token they had, read or write.
+    get_user_model().objects.filter(username="ops").update(is_active=False)
+    for token in [seeded["reader"], seeded["writer"]]:
+        response = httpx.post(
+            f"{pooler.url}/mcp",
+            json=init,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"},
+        )
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_mcp_token"
     # And the other way round: an MCP token is no Pool API key.
     response = httpx.post(
         f"{pooler.codex_base_url}/responses",
@@ -224,3 +244,62 @@ def test_no_tool_output_carries_a_secret(pooler, seeded):
     dumped = json.dumps([r.model_dump(mode="json") for r in results])
     for secret in secrets:
         assert secret not in dumped
+
+
+def test_resume_only_resumes_a_paused_account(pooler, seeded):
+    pool = seeded["pool"]
+    make_account(pool, label="expired", status="reauth_required")
+    make_account(pool, label="off", status="disabled")
+    _, results = call_all(
+        f"{pooler.url}/mcp",
+        seeded["writer"],
+        [
+            ("resume_account", {"account": "expired"}),
+            ("resume_account", {"account": "off"}),
+            ("pause_account", {"account": "expired"}),  # else a resume could follow
+        ],
+    )
+    assert all(r.is_error for r in results)
+    texts = [r.content[0].text for r in results]
+    assert "expired is reauth_required" in texts[0] and "login_account" in texts[0]
+    assert "off is disabled" in texts[1] and "cannot be resumed" in texts[1]
+    assert "cannot be paused" in texts[2]
+    assert UpstreamAccount.objects.get(label="expired").status == "reauth_required"
+    assert UpstreamAccount.objects.get(label="off").status == "disabled"
+    assert not AuditLog.objects.filter(actor="mcp:ops").exists()
+
+
+def test_a_session_manager_that_cannot_start_answers_503(seeded):
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from mcp_endpoint.app import McpApp
+    from mcp_endpoint.server import server
+
+    async def run():
+        # The SDK runs a session manager only once: a second start fails as a broken start would.
+        manager = StreamableHTTPSessionManager(app=server._lowlevel_server, stateless=True, json_response=True)
+        async with manager.run():
+            pass
+        app, sent = McpApp(session_manager=manager), []
+
+        async def receive():
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/mcp",
+            "headers": [(b"authorization", f"Bearer {seeded['reader']}".encode())],
+        }
+        for _ in range(2):  # the first request found the failure, the next hears it at once
+            await asyncio.wait_for(app(scope, receive, send), 15)
+        return [
+            (start["status"], json.loads(body["body"])["error"])
+            for start, body in zip(sent[::2], sent[1::2], strict=True)
+        ]
+
+    for status, error in asyncio.run(run()):
+        assert status == 503 and error["code"] == "mcp_unavailable" and error["type"] == "server_error"
