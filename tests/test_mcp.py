@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import time
+import uuid
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -29,6 +31,13 @@ READ_TOOLS = {
     "recent_audit_events",
 }
 WRITE_TOOLS = {"pause_account", "resume_account", "revoke_api_key"}
+
+
+def wait_for(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 @asynccontextmanager
@@ -217,32 +226,60 @@ def test_only_live_mcp_tokens_pass_the_gate(pooler, seeded):
     assert response.status_code == 401
 
 
-def test_no_tool_output_carries_a_secret(pooler, seeded):
-    account = UpstreamAccount.objects.get(label="busy")
-    secrets = [
-        seeded["raw_key"],
-        seeded["reader"],
-        seeded["writer"],
-        account.access_token,
-        account.refresh_token,
-        account.id_token,
-        seeded["key"].secret_hash,
+def test_no_tool_output_carries_a_secret_or_a_prompt(pooler, simulator, seeded):
+    from accounts.models import McpToken
+
+    # A real turn first, so the logs the tools read hold a row whose prompt must not come back.
+    marker = f"MARKER-{uuid.uuid4().hex}"
+    live_pool = make_pool(name="live")
+    make_account(live_pool, simulator, label="live")
+    live_key, live_raw = make_key(live_pool, name="ci")
+    reply = httpx.post(
+        f"{pooler.url}/v1/chat/completions",
+        json={"model": "gpt-5.2", "messages": [{"role": "user", "content": marker}]},
+        headers={"Authorization": f"Bearer {live_raw}"},
+        timeout=30,
+    )
+    assert marker in reply.json()["choices"][0]["message"]["content"]
+    wait_for(lambda: RequestLog.objects.filter(api_key=live_key).exists())
+    make_account(seeded["pool"], label="expired", status="reauth_required")
+
+    reads = [(name, {}) for name in ["list_pools", "list_accounts", "list_api_keys", "query_requests"]]
+    reads += [("usage_summary", {"group_by": group}) for group in ["key", "account", "model", "hour", "day"]]
+    reads += [
+        ("recent_audit_events", {}),
+        ("pool_status", {"pool": "live"}),
+        ("get_account", {"account": "live"}),
+        ("query_requests", {"pool": "live", "model": "gpt-5.2"}),
     ]
-    calls = [
-        (name, {})
-        for name in [
-            "list_pools",
-            "list_accounts",
-            "list_api_keys",
-            "query_requests",
-            "usage_summary",
-            "recent_audit_events",
-        ]
+    writes = [
+        ("pause_account", {"account": "live"}),
+        ("resume_account", {"account": "live"}),
+        ("revoke_api_key", {"prefix": live_key.prefix}),
     ]
-    calls += [("pool_status", {"pool": "team"}), ("get_account", {"account": "busy"})]
-    _, results = call_all(f"{pooler.url}/mcp", seeded["reader"], calls)
+    errors = [
+        ("pool_status", {"pool": "nope"}),
+        ("get_account", {"account": "ghost"}),
+        ("query_requests", {"since": "yesterday"}),
+        ("resume_account", {"account": "expired"}),
+        ("revoke_api_key", {"prefix": "cpk_nothing"}),
+    ]
+    _, read_results = call_all(f"{pooler.url}/mcp", seeded["reader"], reads + writes)
+    _, write_results = call_all(f"{pooler.url}/mcp", seeded["writer"], writes + errors + [("recent_audit_events", {})])
+    results = read_results + write_results
+    assert not any(r.is_error for r in read_results[: len(reads)])
+    assert all(r.is_error for r in read_results[len(reads) :])  # the writes, refused to a reader
+    assert not any(r.is_error for r in write_results[: len(writes)])
+    assert all(r.is_error for r in write_results[len(writes) : -1])
+    assert any(r["request_id"] for r in read_results[3].structured_content["requests"])  # the turn is listed
+
+    secrets = [marker, seeded["raw_key"], live_raw, seeded["reader"], seeded["writer"]]
+    for account in UpstreamAccount.objects.all():
+        secrets += [account.access_token, account.refresh_token, account.id_token]
+    secrets += [key.secret_hash for key in PoolApiKey.objects.all()]
+    secrets += [token.secret_hash for token in McpToken.objects.all()]
     dumped = json.dumps([r.model_dump(mode="json") for r in results])
-    for secret in secrets:
+    for secret in filter(None, secrets):
         assert secret not in dumped
 
 
