@@ -29,6 +29,8 @@ _transport = server.streamable_http_app(
     streamable_http_path="/mcp",
     stateless_http=True,
     json_response=True,
+    # The gate below enforces the pooler's own cap (413 in the OpenAI shape); the SDK's smaller default must not.
+    max_request_body_size=settings.POOLER_MAX_BODY_BYTES + 1,
     transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
 )
 

@@ -340,3 +340,16 @@ def test_a_session_manager_that_cannot_start_answers_503(seeded):
 
     for status, error in asyncio.run(run()):
         assert status == 503 and error["code"] == "mcp_unavailable" and error["type"] == "server_error"
+
+
+def test_a_large_call_under_the_pooler_cap_is_served(pooler, seeded):
+    # Past the SDK's own 4 MB default, yet under POOLER_MAX_BODY_BYTES: the pooler's cap is the one that holds.
+    call = {"jsonrpc": "2.0", "id": "x" * (5 * 1024 * 1024), "method": "tools/list", "params": {}}
+    response = httpx.post(
+        f"{pooler.url}/mcp",
+        json=call,
+        headers={"Authorization": f"Bearer {seeded['reader']}", "Accept": "application/json, text/event-stream"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert {tool["name"] for tool in response.json()["result"]["tools"]} == READ_TOOLS | WRITE_TOOLS
