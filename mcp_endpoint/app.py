@@ -115,6 +115,7 @@ class McpApp:
     def __init__(self, session_manager=None):
         self._session_manager = session_manager
         self._started: asyncio.Event | None = None
+        self._runner: asyncio.Task | None = None  # held, so the running manager's task is never collected
         self._running = False
 
     async def _start(self) -> bool:
