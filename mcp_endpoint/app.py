@@ -5,7 +5,9 @@ Daphne runs no ASGI lifespan, so the SDK's session manager is started once, lazi
 
 import asyncio
 import json
+import logging
 
+from django.conf import settings
 from django.utils import timezone
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -13,20 +15,28 @@ from accounts.models import McpToken
 from proxy import metrics
 from proxy.auth import bearer_token
 from proxy.dbthread import on_db_thread
+from proxy.errors import PayloadTooLarge, PoolerError, Unauthorized
 
 from .server import server
+from .tokens import live_token
+
+log = logging.getLogger("pooler.mcp")
+# How long a request waits for the session manager's first start before it is told 503.
+_START_TIMEOUT = 10
 
 # Requests are authenticated by bearer token, so the Host/Origin checks of the SDK add nothing here.
 _transport = server.streamable_http_app(
     streamable_http_path="/mcp",
     stateless_http=True,
     json_response=True,
+    # The gate below enforces the pooler's own cap (413 in the OpenAI shape); the SDK's smaller default must not.
+    max_request_body_size=settings.POOLER_MAX_BODY_BYTES + 1,
     transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
 )
 
 
 def _authorized(raw: str) -> bool:
-    token = McpToken.lookup(raw)
+    token = live_token(raw)
     if token is None:
         return False
     now = timezone.now()
@@ -35,37 +45,49 @@ def _authorized(raw: str) -> bool:
     return True
 
 
-async def _deny(send) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "message": "Missing or invalid MCP token: use 'Authorization: Bearer <MCP token>' "
-                "(create one with `python manage.py create_mcp_token`).",
-                "type": "invalid_request_error",
-                "code": "invalid_mcp_token",
-                "param": None,
-            }
-        }
-    )
+async def _refuse(send, error: PoolerError) -> None:
+    """An answer from the gate itself, in the same OpenAI error shape as the rest of the pooler."""
+    headers = [(name.lower().encode(), value.encode()) for name, value in error.response_headers().items()]
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"www-authenticate", b'Bearer realm="codex-pooler-mcp"'),
-            ],
+            "status": error.status,
+            "headers": [(b"content-type", b"application/json"), *headers],
         }
     )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send({"type": "http.response.body", "body": json.dumps(error.body()).encode()})
 
 
-async def _read_body(receive) -> tuple[bytes, list]:
+_DENIED = Unauthorized(
+    "Missing or invalid MCP token: use 'Authorization: Bearer <MCP token>' "
+    "(create one with `python manage.py create_mcp_token`).",
+    code="invalid_mcp_token",
+    headers={"WWW-Authenticate": 'Bearer realm="codex-pooler-mcp"'},
+)
+_UNAVAILABLE = PoolerError(
+    "The MCP server could not start; see the pooler's log.",
+    status=503,
+    type="server_error",
+    code="mcp_unavailable",
+    retry_after=30,
+)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive, declared: str, limit: int) -> tuple[bytes, list]:
+    """The whole request body (and its messages, to replay), refused past `limit` bytes before it is all read."""
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
     messages, body = [], b""
     while True:
         message = await receive()
         messages.append(message)
         body += message.get("body", b"")
+        if len(body) > limit:
+            raise _TooLarge
         if message["type"] != "http.request" or not message.get("more_body"):
             return body, messages
 
@@ -90,27 +112,47 @@ def _replaying(messages: list, receive):
 
 
 class McpApp:
-    def __init__(self):
-        self._ready: asyncio.Event | None = None
-        self._runner: asyncio.Task | None = None
+    def __init__(self, session_manager=None):
+        self._session_manager = session_manager
+        self._started: asyncio.Event | None = None
+        self._runner: asyncio.Task | None = None  # held, so the running manager's task is never collected
+        self._running = False
 
-    async def _start(self) -> None:
-        if self._ready is None:
-            self._ready = asyncio.Event()
-            self._runner = asyncio.create_task(self._run_session_manager())
-        await self._ready.wait()
+    async def _start(self) -> bool:
+        """Whether the session manager runs. The first request starts it, and it never restarts (the SDK runs
+        one only once): after a failed start every request hears 503 at once instead of waiting forever."""
+        if self._started is None:
+            self._started = asyncio.Event()
+            self._runner = asyncio.create_task(self._run_session_manager(self._started))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._started.wait()), _START_TIMEOUT)
+        except TimeoutError:
+            log.error("the MCP session manager did not start within %s s", _START_TIMEOUT)
+        return self._running
 
-    async def _run_session_manager(self) -> None:
-        async with server.session_manager.run():
-            self._ready.set()
-            await asyncio.Event().wait()  # for the life of the process
+    async def _run_session_manager(self, started: asyncio.Event) -> None:
+        try:
+            async with (self._session_manager or server.session_manager).run():
+                self._running = True
+                started.set()
+                await asyncio.Event().wait()  # for the life of the process
+        except Exception:
+            log.exception("the MCP session manager stopped")
+        finally:
+            self._running = False
+            started.set()
 
     async def __call__(self, scope, receive, send):
         headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope.get("headers", [])}
         if not await on_db_thread(_authorized)(bearer_token(headers)):
-            return await _deny(send)
-        await self._start()
-        body, messages = await _read_body(receive)
+            return await _refuse(send, _DENIED)
+        limit = settings.POOLER_MAX_BODY_BYTES
+        try:
+            body, messages = await _read_body(receive, headers.get("content-length", ""), limit)
+        except _TooLarge:
+            return await _refuse(send, PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes."))
+        if not await self._start():
+            return await _refuse(send, _UNAVAILABLE)
         _count_calls(body)
         receive = _replaying(messages, receive)
         if scope["path"] != "/mcp":

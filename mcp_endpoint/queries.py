@@ -295,8 +295,21 @@ def recent_audit_events(limit: int = 50, actor: str | None = None, action: str |
     ]
 
 
+# Pause and resume move an account between these two only: an account that needs a new login, or that an
+# operator disabled, must not be made servable again by a resume (nor parked as "paused" to allow one).
+_SWITCHABLE = (AccountStatus.ACTIVE, AccountStatus.PAUSED)
+
+
 def set_account_status(account: str, status: str, actor: str) -> dict:
     row = get_account_row(account)
+    if row.status not in _SWITCHABLE:
+        action = "paused" if status == AccountStatus.PAUSED else "resumed"
+        fix = (
+            "log it in again with `python manage.py login_account`"
+            if row.status == AccountStatus.REAUTH_REQUIRED
+            else "an operator can enable it in the admin"
+        )
+        raise InvalidInput(f"account {row.label} is {row.status} and cannot be {action}: {fix}")
     before = audit.snapshot(row)
     row.status = status
     row.save(update_fields=["status", "updated_at"])

@@ -7,11 +7,12 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 
-from accounts.models import AccountStatus, McpToken
+from accounts.models import AccountStatus
 from proxy.auth import bearer_token
 from proxy.dbthread import on_db_thread
 
 from . import queries
+from .tokens import live_token
 
 server = MCPServer(
     name="codex-pooler",
@@ -35,13 +36,13 @@ async def _query(function: Callable, *args, **kwargs):
 
 async def _writer(ctx: Context) -> str:
     """The actor name of a caller allowed to write, or a tool error for a read-only token."""
-    token = await on_db_thread(McpToken.lookup)(bearer_token(ctx.headers or {}))
+    token = await on_db_thread(live_token)(bearer_token(ctx.headers or {}))
     if token is None or not token.can_write:
         raise ToolError(
             "This MCP token is read-only; an operator can create one with "
             "`python manage.py create_mcp_token --user NAME --write`."
         )
-    return f"mcp:{await on_db_thread(lambda: token.user.get_username())()}"
+    return f"mcp:{token.user.get_username()}"
 
 
 @server.tool(description="The pools: strategy, accounts, how many can serve now, live keys.")

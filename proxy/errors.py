@@ -4,6 +4,10 @@ import time
 
 from django.http import JsonResponse
 
+# The OpenAI SDKs retry 408, 409, 429 and 5xx by themselves and wait at most about a minute for a Retry-After;
+# past that they come back after a short backoff, only to be refused again. `x-should-retry` tells them.
+_RETRY_WAIT_LIMIT = 60
+
 
 class PoolerError(Exception):
     """An error meant for the client; raised deep, turned into a response in one place."""
@@ -35,10 +39,21 @@ class PoolerError(Exception):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
 
+    def should_retry(self) -> bool | None:
+        """Whether a client's automatic retry can succeed: a short wait or an upstream that may recover soon yes;
+        the client's own mistake or a quota that resets later no; an internal error left to the client."""
+        if self.status == 429:
+            return self.retry_after is not None and self.retry_after <= _RETRY_WAIT_LIMIT
+        if self.status in (502, 503, 504):
+            return True
+        return False if 400 <= self.status < 500 else None
+
     def response_headers(self) -> dict:
         headers = dict(self.headers)
         if self.retry_after is not None:
             headers["Retry-After"] = str(max(1, int(self.retry_after)))
+        if (retry := self.should_retry()) is not None:
+            headers.setdefault("x-should-retry", "true" if retry else "false")
         return headers
 
 

@@ -1,6 +1,8 @@
 """The /v1 surface's translations: OpenAI Responses and Chat Completions requests onto a Codex turn, and back.
 
-Parameters the Codex backend cannot honour are refused with a 400 naming them, never dropped silently.
+Parameters the Codex backend cannot honour are refused with a 400 naming them, never dropped silently. Every
+field the translation reads is type-checked here, before any upstream is opened: a wrong type found later would
+fail the turn after its slot was taken and its upstream opened.
 """
 
 import time
@@ -8,40 +10,52 @@ import time
 from .errors import PoolerError
 from .sse import SseParser, encode_event
 
-# Responses parameters passed to the backend as they are.
+# JSON types of the Responses fields we pass to the backend as they are, or handle here.
 _RESPONSES_PASSED = {
-    "model",
-    "input",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "reasoning",
-    "text",
-    "include",
-    "prompt_cache_key",
-    "max_output_tokens",
+    "model": (str,),
+    "input": (str, list),
+    "tools": (list,),
+    "tool_choice": (str, dict),
+    "parallel_tool_calls": (bool,),
+    "reasoning": (dict,),
+    "text": (dict,),
+    "include": (list,),
+    "prompt_cache_key": (str,),
+    "max_output_tokens": (int,),
 }
-# Accepted and handled here: instructions become a developer message; store and stream are set by us.
-_RESPONSES_HANDLED = {"instructions", "store", "stream", "metadata", "user", "stream_options", "service_tier"}
+# Handled here: instructions become a developer message; store and stream are set by us. `user` (an end-user
+# id for abuse monitoring), `metadata` (tags echoed on a stored object; nothing is stored) and `stream_options`
+# (event obfuscation) change nothing in the answer, so they are accepted and not sent on.
+_RESPONSES_HANDLED = {
+    "instructions": (str,),
+    "store": (bool,),
+    "stream": (bool,),
+    "metadata": (dict,),
+    "user": (str,),
+    "stream_options": (dict,),
+    "service_tier": (str,),
+}
 
+# `user` and `metadata` (tags on a stored completion; nothing is stored) are accepted and ignored, as above.
 _CHAT_HANDLED = {
-    "model",
-    "messages",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "max_tokens",
-    "max_completion_tokens",
-    "reasoning_effort",
-    "stream",
-    "stream_options",
-    "user",
-    "metadata",
-    "store",
-    "service_tier",
+    "model": (str,),
+    "messages": (list,),
+    "tools": (list,),
+    "tool_choice": (str, dict),
+    "parallel_tool_calls": (bool,),
+    "response_format": (dict,),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "reasoning_effort": (str,),
+    "stream": (bool,),
+    "stream_options": (dict,),
+    "user": (str,),
+    "metadata": (dict,),
+    "store": (bool,),
+    "service_tier": (str,),
 }
-# Accepted when they ask for nothing the backend would do differently.
+# Accepted when they ask for nothing the backend would do differently (compared with their JSON type too, so
+# `"n": true` is not taken for 1).
 _CHAT_NEUTRAL = {
     "n": (1,),
     "logprobs": (False,),
@@ -54,6 +68,44 @@ _CHAT_NEUTRAL = {
     "logit_bias": ({},),
     "top_logprobs": (0,),
 }
+# Values of handled parameters that ask for what the backend will not do: refused, not ignored.
+_SERVICE_TIERS = (None, "auto", "default")
+
+_TYPE_WORDS = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object", list: "an array"}
+
+
+def _expect(value, kinds: tuple, param: str, *, required: bool = False):
+    """`value` when it has one of the JSON types `kinds` (or is absent and not required); else a 400 naming it."""
+    if value is None and not required:
+        return None
+    # bool is an int to Python, never to JSON.
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
+        return value
+    expected = " or ".join(_TYPE_WORDS[kind] for kind in kinds)
+    raise PoolerError(f"Invalid type for '{param}': expected {expected}.", code="invalid_type", param=param)
+
+
+def _positive(value, param: str) -> int | None:
+    if _expect(value, (int,), param) is not None and value < 1:
+        raise PoolerError(f"'{param}' must be at least 1.", code="integer_below_min_value", param=param)
+    return value
+
+
+def _check_fields(body: dict, types: dict) -> None:
+    for name, kinds in types.items():
+        _expect(body.get(name), kinds, name)
+    if body.get("store"):
+        raise PoolerError(
+            "'store': true is not supported: the Codex backend keeps no responses.",
+            code="unsupported_parameter",
+            param="store",
+        )
+    if body.get("service_tier") not in _SERVICE_TIERS:
+        raise PoolerError(
+            f"'service_tier' {body['service_tier']!r} is not supported; use 'auto' or 'default'.",
+            code="unsupported_parameter",
+            param="service_tier",
+        )
 
 
 def _refuse(names: list[str]) -> PoolerError:
@@ -72,105 +124,113 @@ def _message(role: str, text: str) -> dict:
 
 def responses_request(body: dict) -> dict:
     """An OpenAI Responses request as a Codex backend turn (always streamed, never stored)."""
-    unknown = [k for k in body if k not in _RESPONSES_PASSED | _RESPONSES_HANDLED and body[k] is not None]
+    unknown = [k for k in body if k not in _RESPONSES_PASSED.keys() | _RESPONSES_HANDLED and body[k] is not None]
     if unknown:
         raise _refuse(unknown)
+    _check_fields(body, _RESPONSES_PASSED | _RESPONSES_HANDLED)
+    _positive(body.get("max_output_tokens"), "max_output_tokens")
     turn = {k: body[k] for k in _RESPONSES_PASSED if body.get(k) is not None}
     items = body.get("input", [])
     if isinstance(items, str):
         items = [_message("user", items)]
-    elif not isinstance(items, list):
-        raise PoolerError("'input' must be a string or a list of items.", param="input")
     if body.get("instructions"):
-        if not isinstance(body["instructions"], str):
-            raise PoolerError("'instructions' must be a string.", param="instructions")
         items = [_message("developer", body["instructions"]), *items]
     turn.update(input=items, stream=True, store=False)
     return turn
 
 
-def _chat_content(content, role: str) -> list[dict]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "output_text" if role == "assistant" else "input_text", "text": content}]
-    if not isinstance(content, list):
-        raise PoolerError(f"Message content of a {role} message must be a string or a list.", param="messages")
+def _text_part(role: str, text) -> dict:
+    return {"type": "output_text" if role == "assistant" else "input_text", "text": text}
+
+
+def _chat_content(content, role: str, param: str) -> list[dict]:
+    if isinstance(_expect(content, (str, list), param), str):
+        return [_text_part(role, content)]
     parts = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
+    for index, part in enumerate(content or []):
+        where = f"{param}[{index}]"
+        kind = _expect(part, (dict,), where, required=True).get("type")
         if kind == "text":
-            parts.append({"type": "output_text" if role == "assistant" else "input_text", "text": part.get("text", "")})
+            parts.append(_text_part(role, _expect(part.get("text"), (str,), f"{where}.text", required=True)))
         elif kind == "image_url" and role == "user":
-            image = part.get("image_url") or {}
-            url = image.get("url") if isinstance(image, dict) else image
+            image = _expect(part.get("image_url"), (dict, str), f"{where}.image_url", required=True)
+            image = image if isinstance(image, dict) else {"url": image}
             parts.append(
                 {
                     "type": "input_image",
-                    "image_url": url,
-                    "detail": (image or {}).get("detail", "auto") if isinstance(image, dict) else "auto",
+                    "image_url": _expect(image.get("url"), (str,), f"{where}.image_url.url", required=True),
+                    "detail": _expect(image.get("detail"), (str,), f"{where}.image_url.detail") or "auto",
                 }
             )
         else:
             raise PoolerError(
-                f"Unsupported content part {kind!r} in a {role} message.", param="messages", code="unsupported_content"
+                f"Unsupported content part {kind!r} in a {role} message.", param=where, code="unsupported_content"
             )
     return parts
 
 
-def _chat_messages(messages) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise PoolerError("'messages' must be a non-empty list.", param="messages")
+def _chat_tool_calls(calls, param: str) -> list[dict]:
     items = []
-    for message in messages:
-        if not isinstance(message, dict):
-            raise PoolerError("Each message must be an object.", param="messages")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            items.append(
-                {"type": "message", "role": "developer", "content": _chat_content(message.get("content"), "developer")}
-            )
-        elif role == "user":
-            items.append({"type": "message", "role": "user", "content": _chat_content(message.get("content"), role)})
-        elif role == "assistant":
-            content = _chat_content(message.get("content"), role)
-            if content:
-                items.append({"type": "message", "role": "assistant", "content": content})
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
-                items.append(
-                    {
-                        "type": "function_call",
-                        "call_id": call.get("id", ""),
-                        "name": function.get("name", ""),
-                        "arguments": function.get("arguments", ""),
-                    }
-                )
-        elif role == "tool":
-            content = message.get("content")
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            items.append(
-                {"type": "function_call_output", "call_id": message.get("tool_call_id", ""), "output": content or ""}
-            )
-        else:
-            raise PoolerError(f"Unsupported message role {role!r}.", param="messages")
+    for index, call in enumerate(_expect(calls, (list,), param) or []):
+        where = f"{param}[{index}]"
+        _expect(call, (dict,), where, required=True)
+        function = _expect(call.get("function"), (dict,), f"{where}.function", required=True)
+        items.append(
+            {
+                "type": "function_call",
+                "call_id": _expect(call.get("id"), (str,), f"{where}.id") or "",
+                "name": _expect(function.get("name"), (str,), f"{where}.function.name", required=True),
+                "arguments": _expect(function.get("arguments"), (str,), f"{where}.function.arguments") or "",
+            }
+        )
     return items
+
+
+def _chat_message(message, param: str) -> list[dict]:
+    role = _expect(message, (dict,), param, required=True).get("role")
+    content = message.get("content")
+    if role in ("system", "developer"):
+        return [{"type": "message", "role": "developer", "content": _chat_content(content, role, f"{param}.content")}]
+    if role == "user":
+        return [{"type": "message", "role": "user", "content": _chat_content(content, role, f"{param}.content")}]
+    if role == "assistant":
+        parts = _chat_content(content, role, f"{param}.content")
+        said = [{"type": "message", "role": "assistant", "content": parts}] if parts else []
+        return said + _chat_tool_calls(message.get("tool_calls"), f"{param}.tool_calls")
+    if role == "tool":
+        parts = _chat_content(content, role, f"{param}.content")
+        return [
+            {
+                "type": "function_call_output",
+                "call_id": _expect(message.get("tool_call_id"), (str,), f"{param}.tool_call_id") or "",
+                "output": "".join(part["text"] for part in parts),
+            }
+        ]
+    raise PoolerError(f"Unsupported message role {role!r}.", param=f"{param}.role")
+
+
+def _chat_messages(messages) -> list[dict]:
+    if not messages:
+        raise PoolerError("'messages' must be a non-empty list.", param="messages")
+    return [item for index, message in enumerate(messages) for item in _chat_message(message, f"messages[{index}]")]
 
 
 def _chat_tools(tools) -> list[dict]:
     converted = []
-    for tool in tools or []:
+    for index, tool in enumerate(tools or []):
+        where = f"tools[{index}]"
         if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise PoolerError("Only function tools are supported.", param="tools", code="unsupported_parameter")
-        function = tool.get("function") or {}
+            raise PoolerError("Only function tools are supported.", param=where, code="unsupported_parameter")
+        function = _expect(tool.get("function"), (dict,), f"{where}.function", required=True)
+        strict = _expect(function.get("strict"), (bool,), f"{where}.function.strict")
         converted.append(
             {
                 "type": "function",
-                "name": function.get("name"),
-                "description": function.get("description", ""),
-                "parameters": function.get("parameters", {"type": "object", "properties": {}}),
-                **({"strict": function["strict"]} if "strict" in function else {}),
+                "name": _expect(function.get("name"), (str,), f"{where}.function.name", required=True),
+                "description": _expect(function.get("description"), (str,), f"{where}.function.description") or "",
+                "parameters": _expect(function.get("parameters"), (dict,), f"{where}.function.parameters")
+                or {"type": "object", "properties": {}},
+                **({"strict": strict} if strict is not None else {}),
             }
         )
     return converted
@@ -179,35 +239,46 @@ def _chat_tools(tools) -> list[dict]:
 def _chat_tool_choice(choice):
     if choice is None or isinstance(choice, str):
         return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "function", "name": (choice.get("function") or {}).get("name")}
+    if choice.get("type") == "function":
+        function = _expect(choice.get("function"), (dict,), "tool_choice.function", required=True)
+        return {
+            "type": "function",
+            "name": _expect(function.get("name"), (str,), "tool_choice.function.name", required=True),
+        }
     raise PoolerError("Unsupported tool_choice.", param="tool_choice")
 
 
 def _response_format(fmt) -> dict | None:
-    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+    if fmt is None or fmt.get("type") == "text":
         return None
-    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+    if fmt.get("type") == "json_object":
         return {"format": {"type": "json_object"}}
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = fmt.get("json_schema") or {}
+    if fmt.get("type") == "json_schema":
+        schema = _expect(fmt.get("json_schema"), (dict,), "response_format.json_schema", required=True)
+        where = "response_format.json_schema"
         return {
             "format": {
                 "type": "json_schema",
-                "name": schema.get("name", "response"),
-                "schema": schema.get("schema", {}),
-                "strict": bool(schema.get("strict", False)),
+                "name": _expect(schema.get("name"), (str,), f"{where}.name") or "response",
+                "schema": _expect(schema.get("schema"), (dict,), f"{where}.schema") or {},
+                "strict": bool(_expect(schema.get("strict"), (bool,), f"{where}.strict")),
             }
         }
     raise PoolerError("Unsupported response_format.", param="response_format")
 
 
+def _neutral(value, neutral: tuple) -> bool:
+    return any(type(value) is type(allowed) and value == allowed for allowed in neutral)
+
+
 def chat_request(body: dict) -> dict:
     """A Chat Completions request as a Codex backend turn."""
     unknown = [k for k in body if k not in _CHAT_HANDLED and k not in _CHAT_NEUTRAL and body[k] is not None]
-    unknown += [k for k, neutral in _CHAT_NEUTRAL.items() if body.get(k) is not None and body[k] not in neutral]
+    unknown += [k for k, neutral in _CHAT_NEUTRAL.items() if body.get(k) is not None and not _neutral(body[k], neutral)]
     if unknown:
         raise _refuse(unknown)
+    _check_fields(body, _CHAT_HANDLED)
+    _expect((body.get("stream_options") or {}).get("include_usage"), (bool,), "stream_options.include_usage")
     turn = {"model": body.get("model"), "input": _chat_messages(body.get("messages")), "stream": True, "store": False}
     if body.get("tools"):
         turn["tools"] = _chat_tools(body["tools"])
@@ -217,12 +288,20 @@ def chat_request(body: dict) -> dict:
         turn["parallel_tool_calls"] = body["parallel_tool_calls"]
     if (text := _response_format(body.get("response_format"))) is not None:
         turn["text"] = text
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if limit is not None:
+    tokens = _positive(body.get("max_tokens"), "max_tokens")
+    if (limit := _positive(body.get("max_completion_tokens"), "max_completion_tokens") or tokens) is not None:
         turn["max_output_tokens"] = limit
-    if body.get("reasoning_effort"):
+    if body.get("reasoning_effort") is not None:
         turn["reasoning"] = {"effort": body["reasoning_effort"]}
     return turn
+
+
+def final_response(watcher) -> dict | None:
+    """The Response object a finished turn ended with: completed, or incomplete (it hit max_output_tokens, say),
+    which is an answer with `status: "incomplete"` for the client, not an upstream failure."""
+    if watcher.terminal in ("response.completed", "response.incomplete") and watcher.response:
+        return watcher.response
+    return None
 
 
 def _chat_usage(usage: dict | None) -> dict:

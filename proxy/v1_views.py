@@ -29,9 +29,9 @@ async def responses(request, key, request_id):
     if stream:
         return proxied.stream(opened)
     watcher = await proxied.collect(opened)
-    if watcher.terminal != "response.completed" or watcher.response is None:
+    if (response := openai_compat.final_response(watcher)) is None:
         return error_response(_failed_turn_error(watcher), request_id)
-    return JsonResponse(watcher.response, headers={"x-request-id": request_id})
+    return JsonResponse(response, headers={"x-request-id": request_id})
 
 
 @runtime_view(("POST",))
@@ -66,10 +66,10 @@ async def chat_completions(request, key, request_id):
         translator = openai_compat.ChatStreamTranslator(backend_body["model"], include_usage)
         return proxied.stream(opened, translator=translator)
     watcher = await proxied.collect(opened)
-    if watcher.terminal not in ("response.completed", "response.incomplete") or watcher.response is None:
+    if (response := openai_compat.final_response(watcher)) is None:
         return error_response(_failed_turn_error(watcher), request_id)
     return JsonResponse(
-        openai_compat.chat_completion(watcher.response, backend_body["model"]), headers={"x-request-id": request_id}
+        openai_compat.chat_completion(response, backend_body["model"]), headers={"x-request-id": request_id}
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import make_key, make_pool
+from tests.factories import make_account, make_key, make_pool
 from tests.support.pooler import PoolerServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,6 +91,56 @@ def test_fuzzed_bodies_and_headers_get_clean_errors(small_cap_pooler):
     assert client.get("/healthz").status_code == 200
 
 
+V1_FIELDS = [
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "reasoning_effort",
+    "parallel_tool_calls",
+    "store",
+    "service_tier",
+    "metadata",
+    "user",
+    "instructions",
+]
+v1_extras = st.dictionaries(st.sampled_from(V1_FIELDS), json_values, max_size=3)
+message_lists = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool", "system"])},
+        optional={"content": json_values, "tool_calls": json_values, "tool_call_id": json_values},
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def test_fuzzed_v1_fields_on_a_serving_pool_are_answered_or_refused_cleanly(small_cap_pooler, simulator):
+    # With an account that serves, a bad field found only after the upstream opened would be a 500.
+    pool = make_pool()
+    make_account(pool, simulator)
+    _, raw_key = make_key(pool)
+    client = httpx.Client(base_url=small_cap_pooler.url, timeout=30, headers={"Authorization": f"Bearer {raw_key}"})
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(chat=st.booleans(), extras=v1_extras, messages=st.none() | message_lists)
+    def check(chat, extras, messages):
+        if chat:
+            body = {"model": "gpt-5.2", "messages": messages or [{"role": "user", "content": "hi"}], **extras}
+        else:
+            body = {"model": "gpt-5.2", "input": "hi", **extras}
+        path = "/v1/chat/completions" if chat else "/v1/responses"
+        response = client.post(path, content=json.dumps(body).encode())  # Infinity too, as a lax client sends it
+        assert response.status_code in (200, 400), response.text
+        assert_clean_error(response)
+
+    check()
+
+
 def test_oversized_and_compressed_bombs_get_413(small_cap_pooler):
     pool = make_pool()
     _, raw_key = make_key(pool)
@@ -103,6 +153,23 @@ def test_oversized_and_compressed_bombs_get_413(small_cap_pooler):
         f"{small_cap_pooler.url}/v1/responses", content=bomb, headers={**headers, "Content-Encoding": "gzip"}
     )
     assert response.status_code == 413
+
+
+def test_oversized_mcp_bodies_get_413(small_cap_pooler):
+    from django.contrib.auth import get_user_model
+
+    from tests.factories import make_mcp_token
+
+    _, token = make_mcp_token(get_user_model().objects.create_user("ops"))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"pad": "x" * MAX_BODY}}
+    declared = httpx.post(f"{small_cap_pooler.url}/mcp", json=call, headers=headers)
+    # Without a Content-Length (chunked), the cap is found while reading.
+    chunked = httpx.post(f"{small_cap_pooler.url}/mcp", content=iter([json.dumps(call).encode()]), headers=headers)
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        assert_clean_error(response)
+        assert response.json()["error"]["code"] == "request_too_large"
 
 
 def test_bad_keys_get_401_everywhere(small_cap_pooler):

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import time
+import uuid
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -29,6 +31,13 @@ READ_TOOLS = {
     "recent_audit_events",
 }
 WRITE_TOOLS = {"pause_account", "resume_account", "revoke_api_key"}
+
+
+def wait_for(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 @asynccontextmanager
@@ -146,9 +155,20 @@ def test_bad_inputs_are_clear_tool_errors(pooler, seeded):
 
 def test_write_tools_need_the_write_scope_and_are_audited(pooler, seeded):
     url = f"{pooler.url}/mcp"
-    _, refused = call_all(url, seeded["reader"], [("pause_account", {"account": "busy"})])
-    assert refused[0].is_error and "read-only" in refused[0].content[0].text
+    UpstreamAccount.objects.filter(label="sick").update(status="paused")
+    writes = [
+        ("pause_account", {"account": "busy"}),
+        ("resume_account", {"account": "sick"}),
+        ("revoke_api_key", {"prefix": seeded["key"].prefix}),
+    ]
+    assert {name for name, _ in writes} == WRITE_TOOLS
+    _, refused = call_all(url, seeded["reader"], writes)
+    assert all(r.is_error and "read-only" in r.content[0].text for r in refused)
     assert UpstreamAccount.objects.get(label="busy").status == "active"
+    assert UpstreamAccount.objects.get(label="sick").status == "paused"
+    assert PoolApiKey.objects.get(pk=seeded["key"].pk).revoked_at is None
+    assert not AuditLog.objects.filter(actor__startswith="mcp:").exists()
+    UpstreamAccount.objects.filter(label="sick").update(status="active")
     _, results = call_all(
         url,
         seeded["writer"],
@@ -188,6 +208,15 @@ def test_only_live_mcp_tokens_pass_the_gate(pooler, seeded):
             assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_mcp_token"
             assert response.headers["www-authenticate"].startswith("Bearer")
     assert McpToken.objects.count() == 4
+    # A deactivated operator is out at once, with every token they had, read or write.
+    get_user_model().objects.filter(username="ops").update(is_active=False)
+    for token in [seeded["reader"], seeded["writer"]]:
+        response = httpx.post(
+            f"{pooler.url}/mcp",
+            json=init,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"},
+        )
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_mcp_token"
     # And the other way round: an MCP token is no Pool API key.
     response = httpx.post(
         f"{pooler.codex_base_url}/responses",
@@ -197,30 +226,130 @@ def test_only_live_mcp_tokens_pass_the_gate(pooler, seeded):
     assert response.status_code == 401
 
 
-def test_no_tool_output_carries_a_secret(pooler, seeded):
-    account = UpstreamAccount.objects.get(label="busy")
-    secrets = [
-        seeded["raw_key"],
-        seeded["reader"],
-        seeded["writer"],
-        account.access_token,
-        account.refresh_token,
-        account.id_token,
-        seeded["key"].secret_hash,
+def test_no_tool_output_carries_a_secret_or_a_prompt(pooler, simulator, seeded):
+    from accounts.models import McpToken
+
+    # A real turn first, so the logs the tools read hold a row whose prompt must not come back.
+    marker = f"MARKER-{uuid.uuid4().hex}"
+    live_pool = make_pool(name="live")
+    make_account(live_pool, simulator, label="live")
+    live_key, live_raw = make_key(live_pool, name="ci")
+    reply = httpx.post(
+        f"{pooler.url}/v1/chat/completions",
+        json={"model": "gpt-5.2", "messages": [{"role": "user", "content": marker}]},
+        headers={"Authorization": f"Bearer {live_raw}"},
+        timeout=30,
+    )
+    assert marker in reply.json()["choices"][0]["message"]["content"]
+    wait_for(lambda: RequestLog.objects.filter(api_key=live_key).exists())
+    make_account(seeded["pool"], label="expired", status="reauth_required")
+
+    reads = [(name, {}) for name in ["list_pools", "list_accounts", "list_api_keys", "query_requests"]]
+    reads += [("usage_summary", {"group_by": group}) for group in ["key", "account", "model", "hour", "day"]]
+    reads += [
+        ("recent_audit_events", {}),
+        ("pool_status", {"pool": "live"}),
+        ("get_account", {"account": "live"}),
+        ("query_requests", {"pool": "live", "model": "gpt-5.2"}),
     ]
-    calls = [
-        (name, {})
-        for name in [
-            "list_pools",
-            "list_accounts",
-            "list_api_keys",
-            "query_requests",
-            "usage_summary",
-            "recent_audit_events",
-        ]
+    writes = [
+        ("pause_account", {"account": "live"}),
+        ("resume_account", {"account": "live"}),
+        ("revoke_api_key", {"prefix": live_key.prefix}),
     ]
-    calls += [("pool_status", {"pool": "team"}), ("get_account", {"account": "busy"})]
-    _, results = call_all(f"{pooler.url}/mcp", seeded["reader"], calls)
+    errors = [
+        ("pool_status", {"pool": "nope"}),
+        ("get_account", {"account": "ghost"}),
+        ("query_requests", {"since": "yesterday"}),
+        ("resume_account", {"account": "expired"}),
+        ("revoke_api_key", {"prefix": "cpk_nothing"}),
+    ]
+    _, read_results = call_all(f"{pooler.url}/mcp", seeded["reader"], reads + writes)
+    _, write_results = call_all(f"{pooler.url}/mcp", seeded["writer"], writes + errors + [("recent_audit_events", {})])
+    results = read_results + write_results
+    assert not any(r.is_error for r in read_results[: len(reads)])
+    assert all(r.is_error for r in read_results[len(reads) :])  # the writes, refused to a reader
+    assert not any(r.is_error for r in write_results[: len(writes)])
+    assert all(r.is_error for r in write_results[len(writes) : -1])
+    assert any(r["request_id"] for r in read_results[3].structured_content["requests"])  # the turn is listed
+
+    secrets = [marker, seeded["raw_key"], live_raw, seeded["reader"], seeded["writer"]]
+    for account in UpstreamAccount.objects.all():
+        secrets += [account.access_token, account.refresh_token, account.id_token]
+    secrets += [key.secret_hash for key in PoolApiKey.objects.all()]
+    secrets += [token.secret_hash for token in McpToken.objects.all()]
     dumped = json.dumps([r.model_dump(mode="json") for r in results])
-    for secret in secrets:
+    for secret in filter(None, secrets):
         assert secret not in dumped
+
+
+def test_resume_only_resumes_a_paused_account(pooler, seeded):
+    pool = seeded["pool"]
+    make_account(pool, label="expired", status="reauth_required")
+    make_account(pool, label="off", status="disabled")
+    _, results = call_all(
+        f"{pooler.url}/mcp",
+        seeded["writer"],
+        [
+            ("resume_account", {"account": "expired"}),
+            ("resume_account", {"account": "off"}),
+            ("pause_account", {"account": "expired"}),  # else a resume could follow
+        ],
+    )
+    assert all(r.is_error for r in results)
+    texts = [r.content[0].text for r in results]
+    assert "expired is reauth_required" in texts[0] and "login_account" in texts[0]
+    assert "off is disabled" in texts[1] and "cannot be resumed" in texts[1]
+    assert "cannot be paused" in texts[2]
+    assert UpstreamAccount.objects.get(label="expired").status == "reauth_required"
+    assert UpstreamAccount.objects.get(label="off").status == "disabled"
+    assert not AuditLog.objects.filter(actor="mcp:ops").exists()
+
+
+def test_a_session_manager_that_cannot_start_answers_503(seeded):
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from mcp_endpoint.app import McpApp
+    from mcp_endpoint.server import server
+
+    async def run():
+        # The SDK runs a session manager only once: a second start fails as a broken start would.
+        manager = StreamableHTTPSessionManager(app=server._lowlevel_server, stateless=True, json_response=True)
+        async with manager.run():
+            pass
+        app, sent = McpApp(session_manager=manager), []
+
+        async def receive():
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/mcp",
+            "headers": [(b"authorization", f"Bearer {seeded['reader']}".encode())],
+        }
+        for _ in range(2):  # the first request found the failure, the next hears it at once
+            await asyncio.wait_for(app(scope, receive, send), 15)
+        return [
+            (start["status"], json.loads(body["body"])["error"])
+            for start, body in zip(sent[::2], sent[1::2], strict=True)
+        ]
+
+    for status, error in asyncio.run(run()):
+        assert status == 503 and error["code"] == "mcp_unavailable" and error["type"] == "server_error"
+
+
+def test_a_large_call_under_the_pooler_cap_is_served(pooler, seeded):
+    # Past the SDK's own 4 MB default, yet under POOLER_MAX_BODY_BYTES: the pooler's cap is the one that holds.
+    call = {"jsonrpc": "2.0", "id": "x" * (5 * 1024 * 1024), "method": "tools/list", "params": {}}
+    response = httpx.post(
+        f"{pooler.url}/mcp",
+        json=call,
+        headers={"Authorization": f"Bearer {seeded['reader']}", "Accept": "application/json, text/event-stream"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert {tool["name"] for tool in response.json()["result"]["tools"]} == READ_TOOLS | WRITE_TOOLS
