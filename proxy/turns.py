@@ -263,6 +263,7 @@ class HttpTurn:
             content_type=(failure.headers or {}).get("content-type", "application/json"),
         )
         response["x-request-id"] = turn.request_id
+        response["x-should-retry"] = "false"  # the same request would fail the same way
         return response
 
     def stream(self, opened: Opened, translator=None) -> StreamingHttpResponse:
@@ -352,6 +353,8 @@ class HttpTurn:
 def _stream_outcome(watcher: SseWatcher) -> str:
     if watcher.terminal == "response.completed":
         return "ok"
+    if watcher.terminal == "response.incomplete":
+        return "incomplete"  # an answer all the same (e.g. cut at max_output_tokens)
     if watcher.terminal or watcher.error_code:
         return "upstream_error"
     return "upstream_cut"
