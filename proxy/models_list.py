@@ -14,18 +14,22 @@ from .errors import UpstreamUnavailable
 from .turns import fresh_account
 from .upstream import UpstreamFailure, client, upstream_headers
 
-# Asking a few accounts is enough: accounts of one pool rarely differ in models, and each ask costs a call.
-_ACCOUNTS_ASKED = 3
+# Models follow the plan (and what an operator set for the account): one account of each kind is asked,
+# so a pool of many accounts costs a few calls per cache period, not one per account.
+_KINDS_ASKED = 10
 
 
-def _active_accounts(pool_id: int) -> list[UpstreamAccount]:
+def _accounts_to_ask(pool_id: int) -> list[UpstreamAccount]:
+    """One serving account of each plan type and model list in the pool."""
     now = timezone.now()
     members = PoolMembership.objects.filter(pool_id=pool_id, enabled=True).select_related("account")
-    return [
-        m.account
-        for m in members
-        if m.account.status == "active" and not (m.account.cooldown_until and m.account.cooldown_until > now)
-    ][:_ACCOUNTS_ASKED]
+    chosen: dict[tuple, UpstreamAccount] = {}
+    for account in (m.account for m in members):
+        serving = account.status == "active" and not (account.cooldown_until and account.cooldown_until > now)
+        kind = (account.plan_type, tuple(sorted(account.model_slugs or [])))
+        if serving and kind not in chosen:
+            chosen[kind] = account
+    return list(chosen.values())[:_KINDS_ASKED]
 
 
 async def _account_models(account: UpstreamAccount, client_version: str, headers) -> list[dict]:
@@ -50,7 +54,7 @@ async def pool_models(key: PoolApiKey, client_version: str, headers) -> list[dic
     cache_key = f"pool-models:{key.pool_id}:{client_version}"
     merged = cache.get(cache_key)
     if merged is None:
-        accounts = await on_db_thread(_active_accounts)(key.pool_id)
+        accounts = await on_db_thread(_accounts_to_ask)(key.pool_id)
         lists = await asyncio.gather(*(_account_models(a, client_version, headers) for a in accounts))
         if accounts and not any(lists):
             raise UpstreamUnavailable("No account of this pool could list its models.")

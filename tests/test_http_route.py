@@ -265,6 +265,16 @@ def test_models_compact_and_unknown_routes(pooler, simulator):
     assert httpx.post(f"{pooler.url}/backend-api/other", headers=headers).status_code == 404
 
 
+def test_models_are_the_union_of_the_pools_accounts(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator, plan_type="plus", sim_fields={"models": ["gpt-5.2"]})
+    make_account(pool, simulator, plan_type="pro", sim_fields={"models": ["gpt-5.2", "gpt-6.1-sol"]})
+    _, key = make_key(pool, allowed_models=["gpt-5.2", "gpt-6.1-sol", "gpt-5.1-codex"])
+    headers = {"Authorization": f"Bearer {key}"}
+    models = httpx.get(f"{pooler.codex_base_url}/models", headers=headers, timeout=30).json()["models"]
+    assert sorted(m["slug"] for m in models) == ["gpt-5.2", "gpt-6.1-sol"]
+
+
 def test_realtime_calls_proxy_the_sdp_answer(pooler, simulator):
     pool = make_pool()
     make_account(pool, simulator)
