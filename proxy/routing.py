@@ -27,14 +27,19 @@ from .errors import NoEligibleAccount, RateLimited, UsageLimitReached
 SESSION_HEADERS = ("session-id", "session_id", "conversation_id", "thread-id")
 
 
+# A sticky key taken from a body's prompt_cache_key alone: a stateless request that would like the account
+# holding its prompt cache (a saving, not a session), so a pool's `hold` policy never pins it.
+CACHE_KEY_PREFIX = "cache:"
+
+
 def sticky_key(headers, body: dict) -> str | None:
-    """The session identity of a turn: a session header, else the body's prompt_cache_key."""
+    """The session identity of a turn: a session header, else the body's prompt_cache_key (prefixed)."""
     for name in SESSION_HEADERS:
         value = headers.get(name)
         if value:
             return value
     cache_key = body.get("prompt_cache_key")
-    return cache_key if isinstance(cache_key, str) and cache_key else None
+    return CACHE_KEY_PREFIX + cache_key if isinstance(cache_key, str) and cache_key else None
 
 
 def hash_session(key: str) -> str:
@@ -184,7 +189,11 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if owner is not None:
         plan.owner, plan.pinned_until, plan.foreign_items = owner, pinned_until, foreign_items
-        plan.hold = pool.session_migration == SessionMigration.HOLD and owner.status == "active"
+        plan.hold = (
+            pool.session_migration == SessionMigration.HOLD
+            and owner.status == "active"
+            and not session.startswith(CACHE_KEY_PREFIX)
+        )
         if owner_ok:
             plan.accounts = [owner] + [a for a in ordered if a.id != owner.id]
         else:

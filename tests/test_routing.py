@@ -88,6 +88,18 @@ def test_hold_policy_answers_429_with_the_owner_reset():
     assert 899 <= error.value.retry_after <= 902
 
 
+def test_a_prompt_cache_key_prefers_its_account_but_is_never_held():
+    pool = make_pool(session_migration="hold")
+    cached, other = make_account(pool, primary_used_percent=60.0), make_account(pool, primary_used_percent=10.0)
+    key = sticky_key({}, {"prompt_cache_key": "shared-prefix"})
+    remember_session(plan_turn(pool, "m", key), pool, cached)
+    assert plan_turn(pool, "m", key).accounts[0] == cached  # locality beats headroom while it can serve
+    cached.primary_used_percent = 100.0
+    cached.save()
+    plan = plan_turn(pool, "m", key)  # a stateless request moves on instead of waiting for the reset
+    assert plan.accounts == [other] and not plan.hold
+
+
 def test_fill_first_drains_in_priority_order_until_the_reserve():
     pool = make_pool(strategy="fill_first")
     second = make_account(pool, label="second", membership={"priority": 2}, reserve_percent=80.0)
@@ -120,7 +132,7 @@ def test_round_robin_takes_the_least_recently_used():
 def test_sticky_key_prefers_session_headers_then_prompt_cache_key():
     assert sticky_key({"session-id": "h"}, {"prompt_cache_key": "p"}) == "h"
     assert sticky_key({"conversation_id": "old"}, {}) == "old"
-    assert sticky_key({}, {"prompt_cache_key": "p"}) == "p"
+    assert sticky_key({}, {"prompt_cache_key": "p"}) == "cache:p"
     assert sticky_key({}, {"prompt_cache_key": 5}) is None
 
 
