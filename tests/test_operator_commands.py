@@ -120,13 +120,13 @@ def test_commands_fail_with_exit_status_1(tmp_path):
     import subprocess
     import sys
 
-    from tests.support.pooler import test_database_url
+    from tests.support.pooler import subprocess_database_url
 
     result = subprocess.run(
         [sys.executable, "manage.py", "create_api_key", "--pool", "missing"],
         capture_output=True,
         text=True,
-        env={**os.environ, "DATABASE_URL": test_database_url()},
+        env={**os.environ, "DATABASE_URL": subprocess_database_url()},
     )
     assert result.returncode == 1
     assert "no pool named 'missing'" in result.stderr
