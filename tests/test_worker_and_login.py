@@ -269,3 +269,34 @@ def test_rotate_encryption_key_re_encrypts_every_secret(simulator):
     )
     out, err = check.communicate(timeout=60)
     assert out.strip().splitlines()[-1] == token, err
+
+
+def test_rotate_encryption_key_keeps_a_refresh_that_commits_meanwhile(simulator):
+    from cryptography.fernet import Fernet
+    from django.db import connection, transaction
+
+    account = make_account(make_pool())
+    new_key = Fernet.generate_key().decode()
+    keys = f"{new_key},{','.join(settings.POOLER_ENCRYPTION_KEYS)}"
+    with transaction.atomic():
+        # A refresh in progress holds the row; rotation waits for it and must keep its new tokens.
+        refreshing = UpstreamAccount.objects.select_for_update().get(pk=account.pk)
+        rotate = manage("rotate_encryption_key", simulator=simulator, env={"POOLER_ENCRYPTION_KEYS": keys})
+        deadline = time.monotonic() + 30
+        with connection.cursor() as cursor:
+            while not cursor.execute("SELECT 1 FROM pg_locks WHERE NOT granted").fetchall():
+                assert rotate.poll() is None and time.monotonic() < deadline, rotate.stderr.read()
+                time.sleep(0.05)
+        refreshing.refresh_token = "rt_after_the_refresh"
+        refreshing.save(update_fields=["refresh_token"])
+    out, err = rotate.communicate(timeout=60)
+    assert rotate.returncode == 0 and "re-encrypted 1 account(s)" in out, err
+    check = manage(
+        "shell",
+        "-c",
+        f"from accounts.models import UpstreamAccount as A; print(A.objects.get(pk={account.pk}).refresh_token)",
+        simulator=simulator,
+        env={"POOLER_ENCRYPTION_KEYS": new_key},
+    )
+    out, err = check.communicate(timeout=60)
+    assert out.strip().splitlines()[-1] == "rt_after_the_refresh", err
