@@ -20,6 +20,9 @@ from .models import (
     UpstreamAccount,
 )
 
+# Message level of an action's verdict, by its first word ("ok" and reports of numbers are successes).
+_LEVELS = {"failed": messages.ERROR, "HTTP": messages.ERROR, "incomplete": messages.ERROR, "skipped": messages.WARNING}
+
 
 def actor_of(request) -> str:
     return f"admin:{request.user.get_username()}"
@@ -147,21 +150,30 @@ class UpstreamAccountAdmin(AuditedAdmin):
         if pool:
             PoolMembership.objects.get_or_create(pool=pool, account=obj)
 
-    def _set_status(self, request, queryset, status: str, action: str):
+    def _set_status(self, request, queryset, from_status: str, to_status: str, action: str):
+        """Move the selected accounts in `from_status` to `to_status`; the others are named as skipped."""
+        moved = 0
         for account in queryset:
+            if account.status != from_status:
+                self.message_user(
+                    request, f"{account.label}: skipped, it is {account.status} (not {from_status})", messages.WARNING
+                )
+                continue
             before = audit.snapshot(account)
-            account.status = status
+            account.status = to_status
             account.save(update_fields=["status", "updated_at"])
             audit.record(actor_of(request), action, account, before, audit.snapshot(account))
-        self.message_user(request, f"{action}: {queryset.count()} account(s)")
+            moved += 1
+        self.message_user(request, f"{action}: {moved} account(s)")
 
     @admin.action(description="Pause selected accounts")
     def pause_accounts(self, request, queryset):
-        self._set_status(request, queryset, AccountStatus.PAUSED, "pause_account")
+        self._set_status(request, queryset, AccountStatus.ACTIVE, AccountStatus.PAUSED, "pause_account")
 
-    @admin.action(description="Resume selected accounts")
+    @admin.action(description="Resume selected paused accounts")
     def resume_accounts(self, request, queryset):
-        self._set_status(request, queryset, AccountStatus.ACTIVE, "resume_account")
+        # A reauth_required account needs a new login and a disabled one an edit; resuming would hide that.
+        self._set_status(request, queryset, AccountStatus.PAUSED, AccountStatus.ACTIVE, "resume_account")
 
     def _run_each(self, request, queryset, action: str, job) -> None:
         """Run `job(account)` for each account, audit it and report a one-line verdict per account."""
@@ -174,19 +186,18 @@ class UpstreamAccountAdmin(AuditedAdmin):
             self.message_user(
                 request,
                 f"{account.label}: {action} {verdict}",
-                messages.ERROR if str(verdict).startswith(("failed", "HTTP")) else messages.SUCCESS,
+                _LEVELS.get(verdict.split()[0].rstrip(":"), messages.SUCCESS),
             )
 
     @admin.action(description="Refresh access token now")
     def refresh_tokens(self, request, queryset):
-        from proxy.tokens import refresh_account
+        from proxy.tokens import try_refresh
 
-        self._run_each(
-            request,
-            queryset,
-            "refresh_token",
-            lambda a: "ok" if refresh_account(a.pk, actor=actor_of(request), force=True) else "",
-        )
+        def refresh(account):
+            account, exchanged = try_refresh(account.pk, actor=actor_of(request), force=True)
+            return "ok" if exchanged else f"skipped: the account is {account.status}"
+
+        self._run_each(request, queryset, "refresh_token", refresh)
 
     @admin.action(description="Poll quota now")
     def poll_quotas(self, request, queryset):
@@ -205,7 +216,7 @@ class UpstreamAccountAdmin(AuditedAdmin):
     def send_test_turns(self, request, queryset):
         from proxy.probe import send_test_turn
 
-        self._run_each(request, queryset, "test_turn", send_test_turn)
+        self._run_each(request, queryset, "test_turn", lambda account: send_test_turn(account, actor_of(request)))
 
 
 class SecretIssuingAdmin(AuditedAdmin):

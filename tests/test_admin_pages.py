@@ -1,8 +1,11 @@
 """Every admin page renders for a superuser, never shows a secret, and audits changes."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib import admin
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import AuditLog, PoolApiKey, RequestLog, UpstreamAccount
 from tests.factories import make_account, make_auth_json, make_key, make_mcp_token, make_pool
@@ -79,6 +82,74 @@ def test_pause_action_is_audited(admin_client, seeded):
     assert account.status == "paused"
     entry = AuditLog.objects.get(action="pause_account")
     assert entry.changes["status"] == {"before": "active", "after": "paused"}
+
+
+def run_action(admin_client, action: str, *accounts) -> list[str]:
+    """Run an account action from the changelist; returns the messages the operator sees."""
+    response = admin_client.post(
+        reverse("admin:accounts_upstreamaccount_changelist"),
+        {"action": action, "_selected_action": [a.pk for a in accounts]},
+        follow=True,
+    )
+    return [m.message for m in response.context["messages"]]
+
+
+def test_resume_only_resumes_paused_accounts(admin_client, seeded):
+    paused = make_account(seeded["pool"], status="paused", label="paused-one")
+    dead = make_account(seeded["pool"], status="reauth_required", label="dead-one")
+    shown = run_action(admin_client, "resume_accounts", paused, dead)
+    paused.refresh_from_db()
+    dead.refresh_from_db()
+    assert (paused.status, dead.status) == ("active", "reauth_required")
+    assert "dead-one: skipped, it is reauth_required (not paused)" in shown and "resume_account: 1 account(s)" in shown
+    assert list(AuditLog.objects.filter(action="resume_account").values_list("object_id", flat=True)) == [
+        str(paused.pk)
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_poll_and_test_turn_actions_reach_the_account_and_are_audited(admin_client, simulator, settings):
+    settings.POOLER_AUTH_BASE_URL = simulator.url
+    pool = make_pool()
+    # Serves one model only, and its token expires in a minute.
+    account = make_account(
+        pool,
+        simulator,
+        sim_fields={"models": ["gpt-5.2"], "primary_used_percent": 21.0, "percent_per_turn": 0.0},
+        model_slugs=["gpt-5.2"],
+        token_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+    sim_id = account.chatgpt_account_id
+
+    assert run_action(admin_client, "send_test_turns", account) == [f"{account.label}: test_turn ok"]
+    assert simulator.get_account(sim_id)["refresh_count"] == 1  # refreshed before the turn
+    assert simulator.requests(account_id=sim_id, kind="turn")[-1]["model"] == "gpt-5.2"
+
+    assert run_action(admin_client, "refresh_tokens", account) == [f"{account.label}: refresh_token ok"]
+    assert simulator.get_account(sim_id)["refresh_count"] == 2
+
+    shown = run_action(admin_client, "poll_quotas", account)
+    assert shown == [f"{account.label}: poll_quota primary 21.0%, secondary 0.0%"]
+    account.refresh_from_db()
+    assert account.primary_used_percent == 21.0
+
+    results = dict(AuditLog.objects.filter(object_id=str(account.pk)).values_list("action", "changes"))
+    assert results["test_turn"]["result"]["after"] == "ok"
+    assert results["refresh_token"]["result"]["after"] == "ok"
+    assert results["poll_quota"]["result"]["after"].startswith("primary 21.0%")
+    assert {e.actor for e in AuditLog.objects.filter(action__in=["test_turn", "refresh_token", "poll_quota"])} == {
+        "admin:admin"
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_action_skips_an_account_that_needs_a_new_login(admin_client, simulator, settings):
+    settings.POOLER_AUTH_BASE_URL = simulator.url
+    account = make_account(make_pool(), simulator, status="reauth_required")
+    shown = run_action(admin_client, "refresh_tokens", account)
+    assert shown == [f"{account.label}: refresh_token skipped: the account is reauth_required"]
+    assert simulator.get_account(account.chatgpt_account_id)["refresh_count"] == 0
+    assert AuditLog.objects.get(action="refresh_token").changes["result"]["after"].startswith("skipped")
 
 
 def test_dashboard_shows_capacity_quota_and_charts(admin_client, seeded):
