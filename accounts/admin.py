@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
@@ -44,6 +45,21 @@ class AuditedAdmin(admin.ModelAdmin):
         for obj in queryset:
             audit.record(actor_of(request), "delete", obj, audit.snapshot(obj), None)
         super().delete_queryset(request, queryset)
+
+    def save_formset(self, request, form, formset, change):
+        # Inline rows (a pool's memberships) steer routing as much as the parent's own fields do.
+        actor = actor_of(request)
+        ids = [f.instance.pk for f in formset.initial_forms if f.instance.pk]
+        # Read again: validation already copied the submitted values onto the forms' instances.
+        stored = {obj.pk: audit.snapshot(obj) for obj in formset.model._default_manager.filter(pk__in=ids)}
+        for deleted in formset.deleted_forms:
+            if deleted.instance.pk in stored:
+                audit.record(actor, "delete", deleted.instance, stored[deleted.instance.pk], None)
+        super().save_formset(request, form, formset, change)
+        for obj in formset.new_objects:
+            audit.record(actor, "add", obj, None, audit.snapshot(obj))
+        for obj, _ in formset.changed_objects:
+            audit.record(actor, "change", obj, stored.get(obj.pk), audit.snapshot(obj))
 
 
 class MembershipInline(admin.TabularInline):
@@ -220,7 +236,7 @@ class UpstreamAccountAdmin(AuditedAdmin):
 
 
 class SecretIssuingAdmin(AuditedAdmin):
-    """Keys and tokens: a new one is issued on add and its raw value shown once in a message."""
+    """Keys and tokens: a new one is issued on add and its raw value shown once, in the add response."""
 
     readonly_fields = ["prefix", "created_at", "last_used_at"]
     actions = ["revoke"]
@@ -229,7 +245,21 @@ class SecretIssuingAdmin(AuditedAdmin):
         raw = None if change else obj.issue()
         super().save_model(request, obj, form, change)
         if raw:
-            self.message_user(request, f"New secret (shown once, copy it now): {raw}", messages.WARNING)
+            request.issued_secret = raw
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Rendered into this one response, not sent as a message: messages travel in a cookie or the session table.
+        return TemplateResponse(
+            request,
+            "admin/accounts/secret_issued.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"New {self.opts.verbose_name}",
+                "opts": self.opts,
+                "object": obj,
+                "raw": request.issued_secret,
+            },
+        )
 
     @admin.action(description="Revoke selected")
     def revoke(self, request, queryset):
@@ -289,7 +319,7 @@ class McpTokenAdmin(SecretIssuingAdmin):
 
 
 @admin.register(SessionAffinity)
-class SessionAffinityAdmin(admin.ModelAdmin):
+class SessionAffinityAdmin(AuditedAdmin):
     list_display = ["session_key_hash", "pool", "account", "previous_account", "move_reason", "moves", "expires_at"]
     list_filter = ["pool", "move_reason"]
 
@@ -360,3 +390,7 @@ class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor", "action", "object_type", "object_repr"]
     list_filter = ["action", "object_type"]
     search_fields = ["actor", "object_repr"]
+
+    def has_delete_permission(self, request, obj=None):
+        # The trail must outlive whoever it records, superusers included.
+        return False
