@@ -10,10 +10,10 @@ from accounts.models import UpstreamAccount
 from .sse import SseWatcher
 from .tokens import refresh_account
 
-_PROBE_MODEL = "gpt-5.1-codex-mini"  # small and served on every plan
+_PROBE_MODEL = "gpt-5.1-codex-mini"  # small and cheap: a probe should not eat quota
 
 
-def probe_model(account: UpstreamAccount) -> str:
+def _probe_model(account: UpstreamAccount) -> str:
     """The model a test turn asks for: the small default unless the account lists models without it."""
     if not account.model_slugs or _PROBE_MODEL in account.model_slugs:
         return _PROBE_MODEL
@@ -29,7 +29,7 @@ def send_test_turn(account: UpstreamAccount, actor: str = "pooler") -> str:
     if account.token_needs_refresh(timezone.now()):
         account = refresh_account(account.pk, actor=actor)
     body = {
-        "model": probe_model(account),
+        "model": _probe_model(account),
         "stream": True,
         "store": False,
         "instructions": "",

@@ -198,6 +198,26 @@ def test_a_failing_job_does_not_stop_the_worker_or_the_other_jobs(simulator):
     assert bad_usage.last_error.startswith("quota poll failed") and bad_usage.primary_used_percent is None
 
 
+def test_a_failing_round_is_logged_and_the_next_round_still_runs(simulator):
+    soon = timezone.now() + timedelta(seconds=60)
+    account = make_account(make_pool(), simulator, token_expires_at=soon)
+    # A retention beyond the calendar makes housekeeping fail in every round, after the refreshes ran.
+    worker = manage(
+        "run_worker",
+        "--rounds",
+        "2",
+        "--interval",
+        "0",
+        "--no-quota",
+        simulator=simulator,
+        env={"POOLER_LOG_RETENTION_DAYS": "999999999"},
+    )
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1 and err.count("worker round failed") == 2, err
+    assert err.strip().splitlines()[-1] == "CommandError: the last round failed (see the log above)"
+    assert simulator.get_account(account.chatgpt_account_id)["refresh_count"] == 1
+
+
 def test_housekeeping_clears_expired_cooldowns_affinities_and_old_logs(simulator):
     pool = make_pool()
     now = timezone.now()

@@ -14,7 +14,7 @@ from accounts.models import Admission, ConcurrencySlot, RequestLog, SessionAffin
 from proxy import quota_poll
 from proxy.tokens import RefreshFailed, try_refresh
 
-from ._base import BaseCommand
+from ._base import BaseCommand, CommandError
 
 log = logging.getLogger("pooler.worker")
 
@@ -96,6 +96,7 @@ class Command(BaseCommand):
         rounds = 1 if once else rounds
         done = 0
         while True:
+            failed = False
             try:
                 refreshed = refresh_expiring_tokens()
                 polled = 0 if no_quota else poll_quotas()
@@ -104,9 +105,12 @@ class Command(BaseCommand):
             except Exception:
                 # A worker that dies stops every refresh: log the round's failure and try again next round.
                 log.exception("worker round failed")
+                failed = True
             finally:
                 close_old_connections()
             done += 1
             if rounds and done >= rounds:
+                if failed:
+                    raise CommandError("the last round failed (see the log above)")
                 return
             time.sleep(interval)
