@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
@@ -19,6 +20,9 @@ from .models import (
     SessionAffinity,
     UpstreamAccount,
 )
+
+# Message level of an action's verdict, by its first word ("ok" and reports of numbers are successes).
+_LEVELS = {"failed": messages.ERROR, "HTTP": messages.ERROR, "incomplete": messages.ERROR, "skipped": messages.WARNING}
 
 
 def actor_of(request) -> str:
@@ -41,6 +45,21 @@ class AuditedAdmin(admin.ModelAdmin):
         for obj in queryset:
             audit.record(actor_of(request), "delete", obj, audit.snapshot(obj), None)
         super().delete_queryset(request, queryset)
+
+    def save_formset(self, request, form, formset, change):
+        # Inline rows (a pool's memberships) steer routing as much as the parent's own fields do.
+        actor = actor_of(request)
+        ids = [f.instance.pk for f in formset.initial_forms if f.instance.pk]
+        # Read again: validation already copied the submitted values onto the forms' instances.
+        stored = {obj.pk: audit.snapshot(obj) for obj in formset.model._default_manager.filter(pk__in=ids)}
+        for deleted in formset.deleted_forms:
+            if deleted.instance.pk in stored:
+                audit.record(actor, "delete", deleted.instance, stored[deleted.instance.pk], None)
+        super().save_formset(request, form, formset, change)
+        for obj in formset.new_objects:
+            audit.record(actor, "add", obj, None, audit.snapshot(obj))
+        for obj, _ in formset.changed_objects:
+            audit.record(actor, "change", obj, stored.get(obj.pk), audit.snapshot(obj))
 
 
 class MembershipInline(admin.TabularInline):
@@ -147,21 +166,30 @@ class UpstreamAccountAdmin(AuditedAdmin):
         if pool:
             PoolMembership.objects.get_or_create(pool=pool, account=obj)
 
-    def _set_status(self, request, queryset, status: str, action: str):
+    def _set_status(self, request, queryset, from_status: str, to_status: str, action: str):
+        """Move the selected accounts in `from_status` to `to_status`; the others are named as skipped."""
+        moved = 0
         for account in queryset:
+            if account.status != from_status:
+                self.message_user(
+                    request, f"{account.label}: skipped, it is {account.status} (not {from_status})", messages.WARNING
+                )
+                continue
             before = audit.snapshot(account)
-            account.status = status
+            account.status = to_status
             account.save(update_fields=["status", "updated_at"])
             audit.record(actor_of(request), action, account, before, audit.snapshot(account))
-        self.message_user(request, f"{action}: {queryset.count()} account(s)")
+            moved += 1
+        self.message_user(request, f"{action}: {moved} account(s)")
 
     @admin.action(description="Pause selected accounts")
     def pause_accounts(self, request, queryset):
-        self._set_status(request, queryset, AccountStatus.PAUSED, "pause_account")
+        self._set_status(request, queryset, AccountStatus.ACTIVE, AccountStatus.PAUSED, "pause_account")
 
-    @admin.action(description="Resume selected accounts")
+    @admin.action(description="Resume selected paused accounts")
     def resume_accounts(self, request, queryset):
-        self._set_status(request, queryset, AccountStatus.ACTIVE, "resume_account")
+        # A reauth_required account needs a new login and a disabled one an edit; resuming would hide that.
+        self._set_status(request, queryset, AccountStatus.PAUSED, AccountStatus.ACTIVE, "resume_account")
 
     def _run_each(self, request, queryset, action: str, job) -> None:
         """Run `job(account)` for each account, audit it and report a one-line verdict per account."""
@@ -174,19 +202,18 @@ class UpstreamAccountAdmin(AuditedAdmin):
             self.message_user(
                 request,
                 f"{account.label}: {action} {verdict}",
-                messages.ERROR if str(verdict).startswith(("failed", "HTTP")) else messages.SUCCESS,
+                _LEVELS.get(verdict.split()[0].rstrip(":"), messages.SUCCESS),
             )
 
     @admin.action(description="Refresh access token now")
     def refresh_tokens(self, request, queryset):
-        from proxy.tokens import refresh_account
+        from proxy.tokens import try_refresh
 
-        self._run_each(
-            request,
-            queryset,
-            "refresh_token",
-            lambda a: "ok" if refresh_account(a.pk, actor=actor_of(request), force=True) else "",
-        )
+        def refresh(account):
+            account, exchanged = try_refresh(account.pk, actor=actor_of(request), force=True)
+            return "ok" if exchanged else f"skipped: the account is {account.status}"
+
+        self._run_each(request, queryset, "refresh_token", refresh)
 
     @admin.action(description="Poll quota now")
     def poll_quotas(self, request, queryset):
@@ -205,11 +232,11 @@ class UpstreamAccountAdmin(AuditedAdmin):
     def send_test_turns(self, request, queryset):
         from proxy.probe import send_test_turn
 
-        self._run_each(request, queryset, "test_turn", send_test_turn)
+        self._run_each(request, queryset, "test_turn", lambda account: send_test_turn(account, actor_of(request)))
 
 
 class SecretIssuingAdmin(AuditedAdmin):
-    """Keys and tokens: a new one is issued on add and its raw value shown once in a message."""
+    """Keys and tokens: a new one is issued on add and its raw value shown once, in the add response."""
 
     readonly_fields = ["prefix", "created_at", "last_used_at"]
     actions = ["revoke"]
@@ -218,7 +245,21 @@ class SecretIssuingAdmin(AuditedAdmin):
         raw = None if change else obj.issue()
         super().save_model(request, obj, form, change)
         if raw:
-            self.message_user(request, f"New secret (shown once, copy it now): {raw}", messages.WARNING)
+            request.issued_secret = raw
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Rendered into this one response, not sent as a message: messages travel in a cookie or the session table.
+        return TemplateResponse(
+            request,
+            "admin/accounts/secret_issued.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"New {self.opts.verbose_name}",
+                "opts": self.opts,
+                "object": obj,
+                "raw": request.issued_secret,
+            },
+        )
 
     @admin.action(description="Revoke selected")
     def revoke(self, request, queryset):
@@ -278,7 +319,7 @@ class McpTokenAdmin(SecretIssuingAdmin):
 
 
 @admin.register(SessionAffinity)
-class SessionAffinityAdmin(admin.ModelAdmin):
+class SessionAffinityAdmin(AuditedAdmin):
     list_display = ["session_key_hash", "pool", "account", "previous_account", "move_reason", "moves", "expires_at"]
     list_filter = ["pool", "move_reason"]
 
@@ -349,3 +390,7 @@ class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor", "action", "object_type", "object_repr"]
     list_filter = ["action", "object_type"]
     search_fields = ["actor", "object_repr"]
+
+    def has_delete_permission(self, request, obj=None):
+        # The trail must outlive whoever it records, superusers included.
+        return False

@@ -23,11 +23,6 @@ def decrypt(token: str) -> str:
         raise ValueError("secret cannot be decrypted with POOLER_ENCRYPTION_KEYS") from exc
 
 
-def rotate(token: str) -> str:
-    """Re-encrypt a stored value under the first key."""
-    return _fernet().rotate(token.encode()).decode()
-
-
 class EncryptedTextField(models.TextField):
     """A text column that holds only ciphertext; Python code sees the plain value."""
 

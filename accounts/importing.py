@@ -2,7 +2,7 @@
 
 import json
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from . import audit, jwt_claims
 from .models import Pool, PoolMembership, UpstreamAccount
@@ -35,11 +35,14 @@ def store_account(
     """Create or update the account these tokens belong to and add it to `pool`."""
     try:
         identity = jwt_claims.identity(tokens["id_token"])
+    except ValueError as exc:
+        raise ImportError_(f"unusable id_token: {exc}") from None
+    try:
         expires_at = jwt_claims.expiry(tokens["access_token"])
-    except ValueError:
-        raise ImportError_("id_token or access_token is not a JWT") from None
+    except ValueError as exc:
+        raise ImportError_(f"unusable access_token: {exc}") from None
     account_id = tokens.get("account_id") or identity["chatgpt_account_id"]
-    if not account_id:
+    if not account_id or not isinstance(account_id, str):
         raise ImportError_("no ChatGPT account id in auth.json or the id token")
     with transaction.atomic():
         account = UpstreamAccount.objects.filter(chatgpt_account_id=account_id).first()
@@ -47,7 +50,7 @@ def store_account(
         if created:
             account = UpstreamAccount(chatgpt_account_id=account_id)
         before = audit.snapshot(account) if not created else None
-        account.label = label or account.label or identity["email"] or account_id
+        account.label = label or account.label or _free_label(identity["email"] or account_id, account_id)
         account.email = identity["email"] or account.email
         account.plan_type = identity["plan_type"] or account.plan_type
         account.access_token = tokens["access_token"]
@@ -58,9 +61,20 @@ def store_account(
         account.consecutive_failures = 0
         if base_url:
             account.base_url = base_url
-        account.save()
+        try:
+            account.save()
+        except IntegrityError:  # an explicit label another account already has
+            raise ImportError_(f"the label {account.label!r} is taken by another account; choose another") from None
         PoolMembership.objects.get_or_create(pool=pool, account=account)
         audit.record(
             actor, "import_account" if created else "reimport_account", account, before, audit.snapshot(account)
         )
     return account
+
+
+def _free_label(wanted: str, account_id: str) -> str:
+    """`wanted` (an email) unless another account has it, e.g. a second workspace of the same person."""
+    if not UpstreamAccount.objects.filter(label=wanted).exclude(chatgpt_account_id=account_id).exists():
+        return wanted
+    suffix = f" ({account_id})"
+    return wanted[: UpstreamAccount._meta.get_field("label").max_length - len(suffix)] + suffix

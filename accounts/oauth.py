@@ -75,7 +75,12 @@ class PkceLogin:
                 "the login code expired or was already used; run login_account again "
                 f"(auth server said HTTP {response.status_code})"
             )
-        tokens = response.json()
-        if not all(tokens.get(k) for k in ("id_token", "access_token", "refresh_token")):
+        try:
+            tokens = response.json()
+        except ValueError:
+            raise LoginFailed("the auth server's answer is not JSON; try again later") from None
+        if not isinstance(tokens, dict) or not all(
+            isinstance(tokens.get(k), str) and tokens[k] for k in ("id_token", "access_token", "refresh_token")
+        ):
             raise LoginFailed("the auth server answered without the expected tokens")
         return tokens

@@ -144,8 +144,6 @@ POOLER_READ_TIMEOUT = env.float("POOLER_READ_TIMEOUT", default=300.0)
 POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0)
 # Refresh an access token when it expires within this many seconds.
 POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
-# Session stickiness lifetime when the pool sets none.
-POOLER_STICKY_TTL_SECONDS = env.int("POOLER_STICKY_TTL_SECONDS", default=3600)
 # How long a process reuses a pool's account ordering (chosen accounts are always re-read fresh).
 POOLER_ROUTING_CACHE_SECONDS = env.float("POOLER_ROUTING_CACHE_SECONDS", default=2.0)
 # How long the merged model list of a pool is cached, in seconds.

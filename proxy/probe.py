@@ -3,18 +3,33 @@
 import json
 
 import httpx
+from django.utils import timezone
 
 from accounts.models import UpstreamAccount
 
 from .sse import SseWatcher
+from .tokens import refresh_account
 
-_PROBE_MODEL = "gpt-5.1-codex-mini"
+_PROBE_MODEL = "gpt-5.1-codex-mini"  # small and cheap: a probe should not eat quota
 
 
-def send_test_turn(account: UpstreamAccount, model: str = _PROBE_MODEL) -> str:
-    """Send a one-word turn; returns a short verdict (status and outcome), never the reply text."""
+def _probe_model(account: UpstreamAccount) -> str:
+    """The model a test turn asks for: the small default unless the account lists models without it."""
+    if not account.model_slugs or _PROBE_MODEL in account.model_slugs:
+        return _PROBE_MODEL
+    return account.model_slugs[0]
+
+
+def send_test_turn(account: UpstreamAccount, actor: str = "pooler") -> str:
+    """Send a one-word turn; returns a short verdict (status and outcome), never the reply text.
+
+    A token about to expire is refreshed first (as a real turn would), so the verdict is about the account,
+    not about a token the worker was going to replace anyway; raises RefreshFailed when that fails.
+    """
+    if account.token_needs_refresh(timezone.now()):
+        account = refresh_account(account.pk, actor=actor)
     body = {
-        "model": model,
+        "model": _probe_model(account),
         "stream": True,
         "store": False,
         "instructions": "",

@@ -27,6 +27,8 @@ def poll_quota(account: UpstreamAccount) -> dict:
     )
     response.raise_for_status()
     payload = response.json()
+    if not isinstance(payload, dict):
+        raise ValueError("wham/usage answered something other than a JSON object")
     now = timezone.now()
     fields = from_usage_payload(payload, now)
     if isinstance(payload.get("plan_type"), str):

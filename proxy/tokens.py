@@ -44,22 +44,37 @@ def _exchange(refresh_token: str) -> dict:
         },
         timeout=30,
     )
-    if response.status_code == 200:
-        return response.json()
     try:
         payload = response.json()
-        error = payload.get("error")
-        code = error.get("code") or error.get("type") if isinstance(error, dict) else error
     except ValueError:
-        code = ""
+        payload = None
+    if response.status_code == 200:
+        # A proxy or outage page can answer 200 too: without an access token the old tokens stay.
+        if not isinstance(payload, dict) or not payload.get("access_token") or not _all_strings(payload):
+            raise RefreshFailed("malformed token reply", dead=False)
+        return payload
+    error = payload.get("error") if isinstance(payload, dict) else None
+    code = error.get("code") or error.get("type") if isinstance(error, dict) else error
     code = str(code or f"http_{response.status_code}")
     raise RefreshFailed(code, dead=code in _DEAD_GRANT or response.status_code in (400, 401))
+
+
+def _all_strings(tokens: dict) -> bool:
+    return all(isinstance(tokens.get(name, ""), str) for name in ("access_token", "refresh_token", "id_token"))
 
 
 def refresh_account(
     account_id: int, *, seen_access_token: str | None = None, actor: str = "pooler", force: bool = False
 ) -> UpstreamAccount:
-    """Refresh an account's tokens unless another process already did; returns the fresh row.
+    """Refresh an account's tokens unless another process already did; returns the fresh row."""
+    return try_refresh(account_id, seen_access_token=seen_access_token, actor=actor, force=force)[0]
+
+
+def try_refresh(
+    account_id: int, *, seen_access_token: str | None = None, actor: str = "pooler", force: bool = False
+) -> tuple[UpstreamAccount, bool]:
+    """Like refresh_account, and also says whether this call exchanged the tokens (False: another process
+    already had, or the account needs a new login).
 
     The row lock is held across the whole exchange and the new refresh token is stored in the same
     transaction that spent the old one, so two refreshes of one account can never race (a reused
@@ -73,7 +88,7 @@ def refresh_account(
                 not force and seen_access_token is None and not account.token_needs_refresh(now)
             )
             if already_fresh or account.status == AccountStatus.REAUTH_REQUIRED:
-                return account
+                return account, False
             if not account.refresh_token:
                 raise RefreshFailed("no_refresh_token", dead=True)
             _serialize_exchanges()
@@ -88,8 +103,8 @@ def refresh_account(
                 account.token_expires_at = jwt_claims.expiry(account.access_token)
             except ValueError:
                 account.token_expires_at = None
-            if not account.token_expires_at and tokens.get("expires_in"):
-                account.token_expires_at = now + timedelta(seconds=int(tokens["expires_in"]))
+            if not account.token_expires_at and isinstance(tokens.get("expires_in"), int):
+                account.token_expires_at = now + timedelta(seconds=tokens["expires_in"])
             account.last_refresh_at = now
             account.save(
                 update_fields=[
@@ -103,7 +118,7 @@ def refresh_account(
             )
             metrics.TOKEN_REFRESHES.labels("ok").inc()
             log.info("refreshed token of account %s", account.label)
-            return account
+            return account, True
     except RefreshFailed as failure:
         metrics.TOKEN_REFRESHES.labels("dead" if failure.dead else "failed").inc()
         if failure.dead:

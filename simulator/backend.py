@@ -185,6 +185,8 @@ async def wham_usage(request: Request) -> Response:
     except Refusal as refusal:
         return refusal_response(refusal, None, entry)
     entry.update(account_id=account.account_id, status=200, outcome="completed")
+    if account.take_fault({"usage_malformed"}) is not None:
+        return JSONResponse(["not", "a", "usage", "object"])
     now = time.time()
     spent = account.exhausted_window(now) is not None
     windows = {

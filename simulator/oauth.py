@@ -1,5 +1,6 @@
 """The auth server: `/oauth/authorize` (PKCE S256) and `/oauth/token` with single-use, rotating refresh tokens."""
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -9,7 +10,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from .state import Account, SimState
+from .state import TOKEN_FAULTS, Account, SimState
 
 _CODE_LIFETIME = 600
 
@@ -86,13 +87,32 @@ async def token(request: Request) -> Response:
     form = await _form(request)
     grant = form.get("grant_type")
     if grant == "refresh_token":
-        response = _refresh(state, str(form.get("refresh_token", "")), entry)
+        refresh_token = str(form.get("refresh_token", ""))
+        response = await _scripted(state.account_by_refresh_token(refresh_token)) or _refresh(
+            state, refresh_token, entry
+        )
     elif grant == "authorization_code":
-        response = _exchange_code(state, form, entry)
+        code_owner = state.accounts.get(state.auth_codes.get(str(form.get("code", "")), {}).get("account_id", ""))
+        response = await _scripted(code_owner) or _exchange_code(state, form, entry)
     else:
         response = _error(400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
     entry.update(status=response.status_code, outcome="completed" if response.status_code == 200 else "rejected")
     return response
+
+
+async def _scripted(account: Account | None) -> Response | None:
+    """The account's next token fault: `token_slow` waits `delay` seconds and then answers normally;
+    `token_malformed` answers `status` (200) with `json` as the body, or with a body that is not JSON."""
+    fault = account.take_fault(TOKEN_FAULTS) if account is not None else None
+    if fault is None:
+        return None
+    if fault["kind"] == "token_slow":
+        await asyncio.sleep(float(fault.get("first_byte_delay", 1)))
+        return None
+    status = int(fault.get("status", 200))
+    if "json" in fault:
+        return JSONResponse(fault["json"], status_code=status)
+    return Response("<html><body>Something went wrong.</body></html>", status_code=status, media_type="text/html")
 
 
 def _refresh(state: SimState, refresh_token: str, entry: dict) -> Response:

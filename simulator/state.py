@@ -11,7 +11,9 @@ DEFAULT_MODELS = ["gpt-6.1-sol", "gpt-5.5", "gpt-5.2", "gpt-5.1-codex", "gpt-5.1
 # Faults that refuse a request before any byte, and those that shape a stream that was admitted.
 REFUSING_FAULTS = {"status", "rate_limit", "expire_token"}
 STREAM_FAULTS = {"slow", "cut"}
-FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | {"refresh_invalid_grant"}
+# Faults of the auth server's /oauth/token (both grants) and of wham/usage.
+TOKEN_FAULTS = {"token_slow", "token_malformed"}
+FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | TOKEN_FAULTS | {"refresh_invalid_grant", "usage_malformed"}
 _RESPONSE_IDS_KEPT = 5000
 
 

@@ -7,7 +7,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from accounts.jwt_claims import AUTH_CLAIM
 from accounts.models import AuditLog, McpToken, Pool, PoolApiKey, UpstreamAccount
+from accounts.sample_auth import sample_jwt
 from tests.factories import write_auth_json
 
 pytestmark = pytest.mark.django_db
@@ -53,6 +55,11 @@ def test_import_account_reads_identity_from_id_token(tmp_path):
     assert account.memberships.get().pool.name == "team"
 
 
+def _tokens_with_id_claims(claims: dict) -> str:
+    access = sample_jwt({"exp": 4102444800})
+    return json.dumps({"tokens": {"id_token": sample_jwt(claims), "access_token": access, "refresh_token": "rt_1"}})
+
+
 @pytest.mark.parametrize(
     "content",
     [
@@ -60,16 +67,43 @@ def test_import_account_reads_identity_from_id_token(tmp_path):
         json.dumps({"tokens": {}}),
         json.dumps({"OPENAI_API_KEY": "sk"}),
         json.dumps({"tokens": {"id_token": "x", "access_token": "y", "refresh_token": "z"}}),
+        "\ufeff{}".encode("utf-16"),
+        _tokens_with_id_claims({"email": "a@example.com", AUTH_CLAIM: "plus"}),
+        _tokens_with_id_claims({"email": ["a@example.com"], AUTH_CLAIM: {"chatgpt_account_id": "acct-1"}}),
     ],
 )
 def test_import_account_rejects_malformed_file_and_writes_nothing(tmp_path, content):
     run("create_pool", "team")
     path = tmp_path / "auth.json"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(CommandError) as error:
         run("import_account", "--pool", "team", "--auth-json", str(path))
     assert "\n" not in str(error.value)
     assert UpstreamAccount.objects.count() == 0
+
+
+def test_two_accounts_of_one_email_get_distinct_labels(tmp_path):
+    run("create_pool", "team")
+    for account_id in ("acct-personal", "acct-team"):
+        write_auth_json(tmp_path / f"{account_id}.json", account_id=account_id, email="ana@example.com")
+        run("import_account", "--pool", "team", "--auth-json", str(tmp_path / f"{account_id}.json"))
+    labels = dict(UpstreamAccount.objects.values_list("chatgpt_account_id", "label"))
+    assert labels == {"acct-personal": "ana@example.com", "acct-team": "ana@example.com (acct-team)"}
+    # Importing the first again keeps its label; a label chosen twice is a one-line error.
+    run("import_account", "--pool", "team", "--auth-json", str(tmp_path / "acct-personal.json"))
+    assert UpstreamAccount.objects.get(chatgpt_account_id="acct-personal").label == "ana@example.com"
+    write_auth_json(tmp_path / "third.json", account_id="acct-third")
+    with pytest.raises(CommandError, match="label 'ana@example.com' is taken"):
+        run(
+            "import_account",
+            "--pool",
+            "team",
+            "--auth-json",
+            str(tmp_path / "third.json"),
+            "--label",
+            "ana@example.com",
+        )
+    assert not UpstreamAccount.objects.filter(chatgpt_account_id="acct-third").exists()
 
 
 def test_create_api_key_prints_raw_key_last_and_stores_hash():
@@ -120,13 +154,13 @@ def test_commands_fail_with_exit_status_1(tmp_path):
     import subprocess
     import sys
 
-    from tests.support.pooler import test_database_url
+    from tests.support.pooler import subprocess_database_url
 
     result = subprocess.run(
         [sys.executable, "manage.py", "create_api_key", "--pool", "missing"],
         capture_output=True,
         text=True,
-        env={**os.environ, "DATABASE_URL": test_database_url()},
+        env={**os.environ, "DATABASE_URL": subprocess_database_url()},
     )
     assert result.returncode == 1
     assert "no pool named 'missing'" in result.stderr

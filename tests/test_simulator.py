@@ -290,6 +290,34 @@ def test_refresh_fault_answers_invalid_grant(simulator):
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_grant"
 
 
+def test_token_faults_delay_or_garble_the_next_token_answer(simulator):
+    account = simulator.add_account()
+    simulator.patch_account(
+        account["account_id"],
+        faults=[
+            {"kind": "token_slow", "delay": 0.4},
+            {"kind": "token_malformed"},
+            {"kind": "token_malformed", "status": 502, "json": ["oops"]},
+        ],
+    )
+    started = time.monotonic()
+    slow = refresh(simulator, account["refresh_token"])
+    assert slow.status_code == 200 and time.monotonic() - started >= 0.4
+    garbled = refresh(simulator, slow.json()["refresh_token"])
+    assert garbled.status_code == 200 and garbled.headers["content-type"].startswith("text/html")
+    error_page = refresh(simulator, slow.json()["refresh_token"])
+    assert error_page.status_code == 502 and error_page.json() == ["oops"]
+    # Neither garbled answer spent the refresh token.
+    assert refresh(simulator, slow.json()["refresh_token"]).status_code == 200
+
+
+def test_usage_malformed_fault_answers_a_json_array(simulator):
+    account = simulator.add_account(faults=[{"kind": "usage_malformed"}])
+    url, headers = f"{simulator.url}/backend-api/wham/usage", {"Authorization": f"Bearer {account['access_token']}"}
+    assert httpx.get(url, headers=headers).json() == ["not", "a", "usage", "object"]
+    assert httpx.get(url, headers=headers).json()["account_id"] == account["account_id"]
+
+
 def _pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()

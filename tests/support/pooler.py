@@ -20,7 +20,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_database_url() -> str:
+def subprocess_database_url() -> str:
     """The URL of the database pytest-django created, for a server in another process."""
     settings = connection.settings_dict
     if settings["ENGINE"].endswith("sqlite3"):
@@ -34,7 +34,7 @@ class PoolerServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.codex_base_url = f"{self.url}/backend-api/codex"
-        env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.log_path = REPO / "test-artifacts" / f"daphne-{self.port}.log"
         self.log_path.parent.mkdir(exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()

@@ -21,6 +21,8 @@ class Command(BaseCommand):
             account = store_account(tokens, pool, label=label, base_url=base_url)
         except OSError as exc:
             raise CommandError(f"cannot read {auth_json}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"{auth_json} is not UTF-8 text (is it the Codex CLI's auth.json?)") from None
         except ImportError_ as exc:
             raise CommandError(f"{auth_json}: {exc}") from None
         self.stdout.write(

@@ -1,6 +1,7 @@
 """The worker role: token refresh, quota polling and housekeeping. Safe to run in several copies."""
 
 import logging
+import random
 import time
 from datetime import timedelta
 
@@ -11,30 +12,45 @@ from django.utils import timezone
 
 from accounts.models import Admission, ConcurrencySlot, RequestLog, SessionAffinity, UpstreamAccount
 from proxy import quota_poll
-from proxy.tokens import RefreshFailed, refresh_account
+from proxy.tokens import RefreshFailed, try_refresh
 
-from ._base import BaseCommand
+from ._base import BaseCommand, CommandError
 
 log = logging.getLogger("pooler.worker")
 
 
+def _spread(account_id: int, margin: float) -> timedelta:
+    """A fixed per-account share of the margin, so accounts imported together are not refreshed in one burst."""
+    return timedelta(seconds=margin * ((account_id * 0.6180339887) % 1.0))
+
+
 def refresh_expiring_tokens() -> int:
-    """Refresh every token that expires within the margin; accounts waiting for a reset included."""
-    soon = timezone.now() + timedelta(seconds=settings.POOLER_REFRESH_MARGIN_SECONDS)
-    due = (
-        UpstreamAccount.objects.filter(status__in=["active", "paused"], token_expires_at__lte=soon)
+    """Refresh the tokens that expire soon (accounts waiting for a reset included), spread over the margin."""
+    now = timezone.now()
+    margin = settings.POOLER_REFRESH_MARGIN_SECONDS
+    candidates = (
+        UpstreamAccount.objects.filter(
+            status__in=["active", "paused"], token_expires_at__lte=now + timedelta(seconds=2 * margin)
+        )
         .exclude(refresh_token="")
-        .values_list("id", flat=True)
+        .values_list("id", "access_token", "token_expires_at")
     )
+    due = [
+        (pk, token)
+        for pk, token, expires in candidates
+        if expires <= now + timedelta(seconds=margin) + _spread(pk, margin)
+    ]
+    # Copies of the worker walk the accounts in different orders instead of queueing behind one row lock.
+    random.shuffle(due)
     refreshed = 0
-    for account_id in due:
+    for account_id, seen_token in due:
         try:
-            # refresh_account re-checks under the row lock: a copy that lost the race does nothing.
-            before = UpstreamAccount.objects.get(pk=account_id).last_refresh_at
-            account = refresh_account(account_id, actor="worker")
-            refreshed += account.last_refresh_at != before
+            # Under the row lock: if another copy already replaced the token we saw, nothing is exchanged.
+            refreshed += try_refresh(account_id, seen_access_token=seen_token, actor="worker")[1]
         except RefreshFailed as failure:
             log.warning("refresh of account %s failed: %s", account_id, failure.reason)
+        except Exception:
+            log.exception("refresh of account %s failed", account_id)
     return refreshed
 
 
@@ -45,6 +61,9 @@ def poll_quotas() -> int:
             quota_poll.poll_quota(account)
             polled += 1
         except (httpx.HTTPError, ValueError) as exc:
+            quota_poll.back_off(account, type(exc).__name__)
+        except Exception as exc:
+            log.exception("quota poll of account %s failed", account.pk)
             quota_poll.back_off(account, type(exc).__name__)
     return polled
 
@@ -69,18 +88,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="run every job once and exit")
+        parser.add_argument("--rounds", type=int, default=0, help="run this many rounds and exit (0: forever)")
         parser.add_argument("--interval", type=float, default=15.0, help="seconds between rounds")
         parser.add_argument("--no-quota", action="store_true", help="skip quota polling")
 
-    def handle(self, *args, once, interval, no_quota, **options):
+    def handle(self, *args, once, rounds, interval, no_quota, **options):
+        rounds = 1 if once else rounds
+        done = 0
         while True:
+            failed = False
             try:
                 refreshed = refresh_expiring_tokens()
                 polled = 0 if no_quota else poll_quotas()
                 cleared = housekeeping()
                 self.stdout.write(f"refreshed {refreshed} token(s), polled {polled} quota(s), cleared {cleared}")
+            except Exception:
+                # A worker that dies stops every refresh: log the round's failure and try again next round.
+                log.exception("worker round failed")
+                failed = True
             finally:
                 close_old_connections()
-            if once:
+            done += 1
+            if rounds and done >= rounds:
+                if failed:
+                    raise CommandError("the last round failed (see the log above)")
                 return
             time.sleep(interval)
