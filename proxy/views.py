@@ -9,6 +9,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from . import metrics
 from .accounting import Turn
 from .auth import authenticate
 from .body import decode_body, parse_json_object, require_model
@@ -21,42 +22,50 @@ log = logging.getLogger("pooler.views")
 
 
 def runtime_view(methods: tuple[str, ...]):
-    """Async view guard: method check, Pool API key, and every PoolerError as an OpenAI-shaped error."""
+    """Async view guard: method check, Pool API key, and every PoolerError as an OpenAI-shaped error.
+
+    Turns are counted in the metrics when they are accounted; every other answer (refusals before a turn,
+    model lists) is counted here, under the view's name.
+    """
 
     def decorate(view):
+        route = f"{'v1' if view.__module__.endswith('v1_views') else 'codex'}.{view.__name__}"
+
         @csrf_exempt
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
             request_id = new_request_id()
-            try:
-                if request.method not in methods:
-                    raise PoolerError(
-                        f"Method {request.method} not allowed here.", status=405, code="method_not_allowed"
-                    )
-                key = await authenticate(request.headers)
-                return await view(request, key, request_id, *args, **kwargs)
-            except PoolerError as error:
-                return error_response(error, request_id)
-            except RequestDataTooBig:
-                limit = settings.POOLER_MAX_BODY_BYTES
-                return error_response(
-                    PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes."), request_id
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("unhandled error in %s (request %s)", request.path, request_id)
-                return error_response(
-                    PoolerError(
-                        "The pooler hit an internal error.", status=500, code="internal_error", type="server_error"
-                    ),
-                    request_id,
-                )
+            response = await _guarded(view, methods, request, request_id, *args, **kwargs)
+            if not getattr(request, "pooler_turn", False):
+                key = getattr(request, "pooler_key", None)
+                metrics.REQUESTS.labels(route, str(response.status_code), key.pool.name if key else "").inc()
+            return response
 
         wrapper.csrf_exempt = True
         return wrapper
 
     return decorate
+
+
+async def _guarded(view, methods, request, request_id, *args, **kwargs) -> HttpResponse:
+    try:
+        if request.method not in methods:
+            raise PoolerError(f"Method {request.method} not allowed here.", status=405, code="method_not_allowed")
+        request.pooler_key = await authenticate(request.headers)
+        return await view(request, request.pooler_key, request_id, *args, **kwargs)
+    except PoolerError as error:
+        return error_response(error, request_id)
+    except RequestDataTooBig:
+        limit = settings.POOLER_MAX_BODY_BYTES
+        return error_response(PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes."), request_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s (request %s)", request.path, request_id)
+        return error_response(
+            PoolerError("The pooler hit an internal error.", status=500, code="internal_error", type="server_error"),
+            request_id,
+        )
 
 
 def read_body(request) -> bytes:
@@ -94,6 +103,7 @@ async def start_turn(
         is_stream=stream,
     )
     proxied = HttpTurn(request, turn, key, path=path, raw=raw)
+    request.pooler_turn = True  # counted in the metrics when the turn is accounted
     return proxied, await proxied.open(body, sticky_key(request.headers, json_body), content_type)
 
 
@@ -158,4 +168,5 @@ async def realtime_calls(request, key, request_id):
 
 @csrf_exempt
 async def unknown_route(request):
+    metrics.REQUESTS.labels("unknown", "404", "").inc()
     return error_response(NotFound(f"Unknown route {request.method} {request.path}"))

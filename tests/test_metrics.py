@@ -63,3 +63,27 @@ def test_metrics_need_the_token_outside_allowed_networks(django_db_setup, django
         assert ok.status_code == 200 and "pooler_requests_total" in ok.text
     finally:
         server.close()
+
+
+def test_failovers_refusals_and_model_lists_are_counted(pooler, simulator):
+    pool = make_pool(strategy="fill_first")
+    first = make_account(pool, simulator, membership={"priority": 0})
+    make_account(pool, simulator, membership={"priority": 1})
+    _, key = make_key(pool)
+    simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "status", "status": 503}])
+    before = samples(httpx.get(f"{pooler.url}/metrics").text)
+    url = f"{pooler.codex_base_url}/responses"
+    assert httpx.post(url, json=turn_body(), headers=session_headers(key), timeout=30).status_code == 200
+    assert httpx.post(url, json=turn_body(), headers=session_headers("cpk_bad_bad")).status_code == 401
+    assert httpx.get(f"{pooler.codex_base_url}/models", headers=session_headers(key), timeout=30).status_code == 200
+    after = samples(httpx.get(f"{pooler.url}/metrics").text)
+
+    def moved(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert moved("pooler_failovers_total") == 1
+    assert moved("pooler_upstream_attempts_total", outcome="status") == 1
+    assert moved("pooler_turn_duration_seconds_count") == 1
+    assert moved("pooler_requests_total", route="codex.responses", status="401") == 1
+    assert moved("pooler_requests_total", route="codex.models", status="200", pool=pool.name) == 1
+    assert ("pooler_open_websockets", ()) in after
