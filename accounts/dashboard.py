@@ -46,8 +46,9 @@ def _series(since, trunc, step: timedelta, count: int, now) -> dict:
     return {
         "requests": _bars(rows, slots, "requests"),
         "tokens": _bars(rows, slots, "tokens"),
-        "total_requests": sum(r["requests"] for r in rows.values()),
-        "total_tokens": sum(r["tokens"] or 0 for r in rows.values()),
+        # The totals of the bars shown: the query reaches back into the slot before the first one.
+        "total_requests": sum(rows[s]["requests"] for s in slots if s in rows),
+        "total_tokens": sum(rows[s]["tokens"] or 0 for s in slots if s in rows),
     }
 
 
@@ -60,7 +61,7 @@ def _pool_capacity(pool: Pool, now) -> dict:
             {
                 "account": account,
                 "enabled": member.enabled,
-                "why_not": account.ineligibility(None, now),
+                "why_not": account.ineligibility(None, now) if member.enabled else "not in rotation (membership off)",
                 "primary": min(primary, 100),
                 "secondary": min(secondary, 100),
                 "cooling": account.cooldown_until if account.cooldown_until and account.cooldown_until > now else None,
