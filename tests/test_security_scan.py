@@ -81,6 +81,10 @@ def test_key_comparison_needs_the_whole_secret():
     assert PoolApiKey.lookup(raw) == key
 
 
-def test_admin_and_metrics_are_not_public(pooler):
+def test_operator_and_runtime_surfaces_are_not_public(pooler):
     assert httpx.get(f"{pooler.url}/admin/").status_code == 302
     assert httpx.get(f"{pooler.url}/admin/dashboard/").status_code == 302
+    assert httpx.post(f"{pooler.url}/mcp", json={}).status_code == 401
+    assert httpx.post(f"{pooler.codex_base_url}/responses", json={}).status_code == 401
+    assert httpx.get(f"{pooler.url}/v1/models").status_code == 401
+    # /metrics answers loopback (the default allow-list) and nobody else without the token: see test_metrics.
