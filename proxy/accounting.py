@@ -4,7 +4,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import F
 from django.utils import timezone
@@ -114,6 +114,28 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
+# A busy account serves many turns a second with the same quota figures; rewriting its row for each would
+# cost a statement per turn and make every turn of the pool queue on one row lock.
+_LAST_USED_RESOLUTION_ACCOUNT = timedelta(seconds=5)
+_RESET_TOLERANCE = timedelta(seconds=60)  # resets given as "in N seconds" drift with each answer
+
+
+def _account_row_current(account: UpstreamAccount, turn: Turn, now) -> bool:
+    """Whether the account's row (as read for this turn) already says what this turn would write."""
+    if turn.outcome == "ok" and account.consecutive_failures:
+        return False
+    if account.last_used_at is None or now - account.last_used_at > _LAST_USED_RESOLUTION_ACCOUNT:
+        return False
+    for name, value in turn.quota.items():
+        stored = getattr(account, name)
+        if isinstance(value, datetime):
+            if stored is None or abs(value - stored) > _RESET_TOLERANCE:
+                return False
+        elif stored != value:
+            return False
+    return True
+
+
 def _write(turn: Turn) -> None:
     """The turn's rows, one statement each (no transaction: they stand alone, and the slot is freed first)."""
     now = timezone.now()
@@ -145,12 +167,13 @@ def _write(turn: Turn) -> None:
         **usage_counts(turn.usage),
     )
     if account is not None and turn.first_byte_at:
-        updates = {"last_used_at": now, **turn.quota}
-        if turn.outcome == "ok":
-            updates["consecutive_failures"] = 0
-        if turn.quota:
-            updates["quota_observed_at"] = now
-        UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
+        if not _account_row_current(account, turn, now):
+            updates = {"last_used_at": now, **turn.quota}
+            if turn.outcome == "ok":
+                updates["consecutive_failures"] = 0
+            if turn.quota:
+                updates["quota_observed_at"] = now
+            UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
         if plan is not None and turn.outcome in ("ok", "client_closed"):
             routing.remember_session(plan, key.pool, account, turn.migration_reason, now, turn.input_items)
     if key is not None and (key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION):

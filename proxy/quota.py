@@ -11,10 +11,13 @@ def _number(value) -> float | None:
 
 
 def _reset_time(reset_at, reset_after, now: datetime) -> datetime | None:
-    if (at := _number(reset_at)) is not None:
-        return datetime.fromtimestamp(at, UTC)
-    if (after := _number(reset_after)) is not None:
-        return now + timedelta(seconds=after)
+    try:
+        if (at := _number(reset_at)) is not None:
+            return datetime.fromtimestamp(at, UTC)
+        if (after := _number(reset_after)) is not None:
+            return now + timedelta(seconds=after)
+    except (OverflowError, OSError, ValueError):
+        pass  # a reset time no calendar holds: better no snapshot than a failed turn
     return None
 
 
