@@ -91,9 +91,25 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
 
     def _full_input(self, frame: dict) -> list:
         items = frame.get("input") if isinstance(frame.get("input"), list) else []
-        if frame.get("previous_response_id") and frame["previous_response_id"] == self.last_response_id:
+        if frame.get("previous_response_id") and self._knows_chain(frame):
             return self.history + items
         return items
+
+    def _knows_chain(self, frame: dict) -> bool:
+        """Whether the pooler can rebuild the conversation behind the frame's `previous_response_id`."""
+        previous = frame.get("previous_response_id")
+        return not previous or previous == self.last_response_id
+
+    @staticmethod
+    def _chain_not_found(frame: dict) -> UpstreamFailure:
+        """The backend's own refusal of a chain a fresh upstream cannot know. Sending only the new input would
+        silently drop the conversation; this answer makes the Codex CLI retry with the full request instead."""
+        error = PoolerError(
+            f"Previous response with id '{frame['previous_response_id']}' not found.",
+            code="previous_response_not_found",
+            param="previous_response_id",
+        )
+        return UpstreamFailure("chain", error.status, error.code, error.message, body=error_frame(error).encode())
 
     def _frame_for(self, account, text: str, frame: dict, full_input: list, fresh_connection: bool) -> str:
         """The client's frame as it must reach `account`: untouched on the connection that knows the chain."""
@@ -212,13 +228,15 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
     async def _attempt(self, account, text: str, frame: dict, full_input: list) -> str:
         """Send the turn on this account's upstream websocket and wait for its first event."""
         fresh_connection = self.upstream is None or self.account.id != account.id
+        if fresh_connection and not self._knows_chain(frame):
+            raise self._chain_not_found(frame)
         if fresh_connection:
             await self._close_upstream()
             await self._connect(account)
         outgoing = self._frame_for(account, text, frame, full_input, fresh_connection)
         first = await self._send_and_wait(outgoing)
         failure = self._error_in(first)
-        if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS:
+        if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS and self._knows_chain(frame):
             # The account cannot read this history (a pin that expired, a chain it never saw): send it whole
             # and stripped, once.
             whole = {k: v for k, v in frame.items() if k != "previous_response_id"}
