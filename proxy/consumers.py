@@ -342,7 +342,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             return
         turn.outcome, turn.usage = outcome, state.usage
         turn.error_code = state.error_code or turn.error_code
-        turn.quota = dict(self.handshake_quota)
+        # The handshake's headers are as old as the upstream connection: only its first turn may use them.
+        # Later turns carry codex.rate_limits events, and must not undo a newer snapshot (e.g. a usage limit).
+        turn.quota, self.handshake_quota = self.handshake_quota, {}
         if state.rate_limits:
             turn.quota.update(from_usage_payload(state.rate_limits, timezone.now()))
         await finish(turn)

@@ -11,7 +11,8 @@ DEFAULT_MODELS = ["gpt-6.1-sol", "gpt-5.5", "gpt-5.2", "gpt-5.1-codex", "gpt-5.1
 # Faults that refuse a request before any byte, and those that shape a stream that was admitted.
 REFUSING_FAULTS = {"status", "rate_limit", "expire_token"}
 STREAM_FAULTS = {"slow", "cut"}
-FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | {"refresh_invalid_grant"}
+# `no_rate_limits`: the next websocket turn comes without its `codex.rate_limits` event.
+FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | {"refresh_invalid_grant", "no_rate_limits"}
 _RESPONSE_IDS_KEPT = 5000
 
 

@@ -105,10 +105,9 @@ async def _turn(
     response_id = turns.new_response_id()
     known_ids.add(response_id)
     account.response_ids.append(response_id)
-    events = [
-        turns.rate_limits_event(account, now),
-        *turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate),
-    ]
+    events = turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate)
+    if account.take_fault({"no_rate_limits"}) is None:
+        events.insert(0, turns.rate_limits_event(account, now))
     fault = account.take_fault(STREAM_FAULTS) if generate else None
     entry["status"] = 200
     return await _send_events(websocket, state, events, fault, entry)

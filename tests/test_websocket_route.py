@@ -92,6 +92,27 @@ def test_prewarm_then_turns_on_one_connection(pooler, simulator):
     assert all(r["transport"] == "websocket" for r in seen if r.get("kind") in ("turn", "prewarm"))
 
 
+def test_handshake_quota_counts_for_the_first_turn_only(pooler, simulator):
+    pool = make_pool()
+    account = make_account(pool, simulator, sim_fields={"primary_used_percent": 20.0})
+    key_row, key = make_key(pool)
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        ws.send(create_frame("first"))
+        read_turn(ws)
+        logs(1, api_key=key_row)
+        account.refresh_from_db()
+        assert 20.0 <= account.primary_used_percent < 30.0
+        # A newer snapshot seen elsewhere (say the usage limit of an HTTP turn), then a turn whose events say
+        # nothing of quota: the headers of this old handshake must not undo it.
+        type(account).objects.filter(pk=account.pk).update(primary_used_percent=100.0)
+        simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "no_rate_limits"}])
+        ws.send(create_frame("second"))
+        assert reply(read_turn(ws)) == "echo: second"
+    logs(2, api_key=key_row)
+    account.refresh_from_db()
+    assert account.primary_used_percent == 100.0
+
+
 def test_a_bad_key_is_refused_before_accept(pooler, simulator):
     with pytest.raises(websockets.InvalidStatus) as refused:
         connect(ws_url(pooler), additional_headers=ws_headers("cpk_bad_key"))
