@@ -51,7 +51,7 @@ class _TurnState:
 class ResponsesConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in self.scope["headers"]}
-        self.upstream = self.account = self.plan = self.relay_task = None
+        self.upstream = self.account = self.plan = self.turn_task = None
         self.handshake_quota: dict = {}
         # The conversation as the client would send it over HTTP, kept in memory only, to re-send it whole
         # when the connection moves to another account (previous_response_id does not travel).
@@ -85,9 +85,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             if self.upstream is not None:
                 await self.upstream.send(text_data)
             return
-        if self.relay_task and not self.relay_task.done():
-            await self.relay_task  # one turn at a time on a connection, as the backend requires
-        await self._turn(text_data, frame)
+        # Each turn runs in a task, so a disconnect is seen (and cancels it) while it waits on the upstream.
+        self.turn_task = asyncio.create_task(self._turn(text_data, frame, after=self.turn_task))
 
     def _full_input(self, frame: dict) -> list:
         items = frame.get("input") if isinstance(frame.get("input"), list) else []
@@ -138,7 +137,11 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         )
         return [self.account]
 
-    async def _turn(self, text: str, frame: dict) -> None:
+    async def _turn(self, text: str, frame: dict, after: asyncio.Task | None) -> None:
+        """One turn, accounted however it ends: served, refused, failed, cut short by a disconnect, or crashed."""
+        if after is not None:
+            # One turn at a time on a connection, as the backend requires; a disconnect cancels both.
+            await asyncio.gather(after, return_exceptions=True)
         model = frame.get("model")
         turn = Turn(
             request_id=new_request_id(),
@@ -149,6 +152,26 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             is_prewarm=frame.get("generate") is False,
             client_ip=self.client_ip,
         )
+        try:
+            await self._serve_turn(turn, text, frame)
+        except asyncio.CancelledError:
+            # The client left (even before the first upstream event): close the upstream, free the slot.
+            await self._close_upstream()
+            if not turn.finished:
+                await turn.settle(499, "client_closed")
+            raise
+        except Exception:
+            log.exception("websocket turn %s failed", turn.request_id)
+            # The upstream is in an unknown state: the next turn opens a fresh one (with the full history).
+            await self._close_upstream()
+            if not turn.finished:
+                error = PoolerError(
+                    "The pooler hit an internal error.", status=500, code="internal_error", type="server_error"
+                )
+                await self.send(text_data=error_frame(error))
+                await turn.settle(error.status, "internal_error", error.code)
+
+    async def _serve_turn(self, turn: Turn, text: str, frame: dict) -> None:
         session = routing.sticky_key(self.headers, frame)
         try:
             candidates = await self._admit_turn(turn, session)
@@ -214,7 +237,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if state.terminal:
             await self._end_turn(state, "ok" if state.terminal == "response.completed" else "upstream_error")
         else:
-            self.relay_task = asyncio.create_task(self._relay(state))
+            await self._relay(state)
 
     async def _pass_through(self, turn: Turn, account, failure: UpstreamFailure) -> None:
         """A 4xx that is the client's fault reaches the client as the backend sent it; no penalty."""
@@ -358,10 +381,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if self.counted:
             self.counted = False
             metrics.OPEN_WEBSOCKETS.dec()
-        if self.relay_task and not self.relay_task.done():
-            self.relay_task.cancel()
-            try:
-                await self.relay_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the turn is accounted in _relay
-                pass
+        if self.turn_task is not None:
+            self.turn_task.cancel()  # the turn accounts itself as client_closed and closes its upstream
+            await asyncio.gather(self.turn_task, return_exceptions=True)
         await self._close_upstream()

@@ -265,3 +265,26 @@ def test_websocket_client_disconnect_mid_turn_closes_the_upstream(faulty, simula
         time.sleep(0.1)
     assert simulator.stats()["open_websockets"] == 0
     assert_nothing_leaked(simulator, key_row)
+
+
+def wait_for_no_open_websockets(simulator, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while simulator.stats()["open_websockets"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert simulator.stats()["open_websockets"] == 0
+
+
+def test_websocket_client_gone_before_the_first_event(faulty, simulator):
+    first, _, key_row, key = two_accounts(simulator)
+    simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "first_byte_delay": 5}])
+    url = faulty.codex_base_url.replace("http://", "ws://") + "/responses"
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send(json.dumps({"type": "response.create", **turn_body()}))
+        time.sleep(0.3)
+    # Well before the upstream's first event (5 s) or the pooler's own timeout (1 s): all is let go at once.
+    wait_for_no_open_websockets(simulator, timeout=0.8)
+    row = log_of(key_row, timeout=0.5)
+    assert row.outcome == "client_closed" and row.transport == "websocket"
+    first.refresh_from_db()
+    assert first.cooldown_until is None  # the client left: not the account's fault
+    assert_nothing_leaked(simulator, key_row)
