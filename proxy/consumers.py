@@ -176,9 +176,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         try:
             candidates = await self._admit_turn(turn, session)
         except PoolerError as error:
+            await self.send(text_data=error_frame(error))
             if not turn.finished:
                 await turn.settle(error.status, "rejected", error.code)
-            await self.send(text_data=error_frame(error))
             return
         if self.history_account_id is None and turn.plan.owner is not None:
             self.history_account_id = turn.plan.owner.id  # a resumed session: its history is the owner's
@@ -239,14 +239,16 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         else:
             await self._relay(state)
 
+    # The client hears before the turn's row is written: its answer must not wait on the write, nor be lost
+    # with it if the write fails.
     async def _pass_through(self, turn: Turn, account, failure: UpstreamFailure) -> None:
         """A 4xx that is the client's fault reaches the client as the backend sent it; no penalty."""
-        await turn.settle(failure.status, "client_error", failure.code, account)
         await self.send(text_data=failure.body.decode(errors="replace"))
+        await turn.settle(failure.status, "client_error", failure.code, account)
 
     async def _refuse(self, turn: Turn, error: PoolerError) -> None:
-        await turn.settle(error.status, "upstream_error", error.code)
         await self.send(text_data=error_frame(error))
+        await turn.settle(error.status, "upstream_error", error.code)
 
     async def _attempt(self, account, text: str, frame: dict, full_input: list) -> str:
         """Send the turn on this account's upstream websocket and wait for its first event."""

@@ -113,6 +113,21 @@ def test_handshake_quota_counts_for_the_first_turn_only(pooler, simulator):
     assert account.primary_used_percent == 100.0
 
 
+def test_a_turn_the_pooler_cannot_record_still_gets_its_answer(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    key_row, key = make_key(pool)
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        # PostgreSQL cannot store a NUL byte: this turn's row fails to be written.
+        ws.send(create_frame("odd", model="gpt-5.2\x00"))
+        refused = read_turn(ws)
+        assert [e["type"] for e in refused] == ["error"] and refused[0]["status"] == 400
+        assert "Traceback" not in json.dumps(refused)
+        ws.send(create_frame("still here"))
+        assert reply(read_turn(ws)) == "echo: still here"
+    assert logs(1, api_key=key_row)[-1].outcome == "ok"
+
+
 def test_a_bad_key_is_refused_before_accept(pooler, simulator):
     with pytest.raises(websockets.InvalidStatus) as refused:
         connect(ws_url(pooler), additional_headers=ws_headers("cpk_bad_key"))
