@@ -7,6 +7,7 @@ with the full history the client would send over HTTP, minus what only the old a
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ import websockets
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
+from websockets.protocol import State
 
 from . import db, metrics, migration, routing
 from .accounting import Turn, finish
@@ -83,7 +85,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if not isinstance(frame, dict) or frame.get("type") != "response.create":
             # Other client frames (e.g. cancellations) belong to the upstream conversation: pass them on.
             if self.upstream is not None:
-                await self.upstream.send(text_data)
+                with contextlib.suppress(websockets.ConnectionClosed):  # gone between turns: the next reopens it
+                    await self.upstream.send(text_data)
             return
         # Each turn runs in a task, so a disconnect is seen (and cancels it) while it waits on the upstream.
         self.turn_task = asyncio.create_task(self._turn(text_data, frame, after=self.turn_task))
@@ -252,14 +255,22 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
 
     async def _attempt(self, account, text: str, frame: dict, full_input: list) -> str:
         """Send the turn on this account's upstream websocket and wait for its first event."""
-        fresh_connection = self.upstream is None or self.account.id != account.id
-        if fresh_connection and not self._knows_chain(frame):
+        # An upstream the backend closed between turns (idle, too old) is reopened on the same account.
+        reused = self.upstream is not None and self.account.id == account.id and self.upstream.state is State.OPEN
+        if not reused and not self._knows_chain(frame):
             raise self._chain_not_found(frame)
-        if fresh_connection:
+        if not reused:
             await self._close_upstream()
             await self._connect(account)
-        outgoing = self._frame_for(account, text, frame, full_input, fresh_connection)
-        first = await self._send_and_wait(outgoing)
+        outgoing = self._frame_for(account, text, frame, full_input, fresh_connection=not reused)
+        try:
+            first = await self._send_and_wait(outgoing)
+        except UpstreamFailure as failure:
+            if not reused or failure.kind != "closed":
+                raise
+            # Closed as the turn went out (an idle close we had not seen yet): once more on a fresh connection.
+            await self._close_upstream()
+            return await self._attempt(account, text, frame, full_input)
         failure = self._error_in(first)
         if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS and self._knows_chain(frame):
             # The account cannot read this history (a pin that expired, a chain it never saw): send it whole

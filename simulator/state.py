@@ -11,8 +11,9 @@ DEFAULT_MODELS = ["gpt-6.1-sol", "gpt-5.5", "gpt-5.2", "gpt-5.1-codex", "gpt-5.1
 # Faults that refuse a request before any byte, and those that shape a stream that was admitted.
 REFUSING_FAULTS = {"status", "rate_limit", "expire_token"}
 STREAM_FAULTS = {"slow", "cut"}
-# `no_rate_limits`: the next websocket turn comes without its `codex.rate_limits` event.
-FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | {"refresh_invalid_grant", "no_rate_limits"}
+# Websocket only: `no_rate_limits` sends the next turn without its `codex.rate_limits` event; `hang_up` closes
+# the connection (1000) right after the next turn.
+FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | {"refresh_invalid_grant", "no_rate_limits", "hang_up"}
 _RESPONSE_IDS_KEPT = 5000
 
 

@@ -134,8 +134,15 @@ async def _turn(
     if account.take_fault({"no_rate_limits"}) is None:
         events.insert(0, turns.rate_limits_event(account, now))
     fault = account.take_fault(STREAM_FAULTS) if generate else None
+    hang_up = account.take_fault({"hang_up"})
     entry["status"] = 200
-    return await _send_events(websocket, state, events, fault, entry)
+    if not await _send_events(websocket, state, events, fault, entry):
+        return False
+    if hang_up:
+        # As the backend does with an idle (or too old) connection: closed cleanly between turns.
+        await websocket.close(code=1000)
+        return False
+    return True
 
 
 async def _send_events(
