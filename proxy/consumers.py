@@ -37,6 +37,14 @@ def _ws_url(account) -> str:
     return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/responses"
 
 
+async def _refreshed(account):
+    """The account with a new access token, after the backend refused the one it has."""
+    try:
+        return await refresh_account_async(account.id, seen_access_token=account.access_token)
+    except RefreshFailed as failure:
+        raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+
+
 def error_frame(error: PoolerError) -> str:
     return json.dumps({"type": "error", "status": error.status, **error.body()})
 
@@ -253,8 +261,10 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=error_frame(error))
         await turn.settle(error.status, "upstream_error", error.code)
 
-    async def _attempt(self, account, text: str, frame: dict, full_input: list) -> str:
-        """Send the turn on this account's upstream websocket and wait for its first event."""
+    async def _attempt(self, account, text: str, frame: dict, full_input: list, *, again: bool = True) -> str:
+        """Send the turn on this account's upstream websocket and wait for its first event.
+
+        A connection the account lost (closed between turns, token refused) is reopened once (`again`)."""
         # An upstream the backend closed between turns (idle, too old) is reopened on the same account.
         reused = self.upstream is not None and self.account.id == account.id and self.upstream.state is State.OPEN
         if not reused and not self._knows_chain(frame):
@@ -266,11 +276,10 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         try:
             first = await self._send_and_wait(outgoing)
         except UpstreamFailure as failure:
-            if not reused or failure.kind != "closed":
-                raise
-            # Closed as the turn went out (an idle close we had not seen yet): once more on a fresh connection.
-            await self._close_upstream()
-            return await self._attempt(account, text, frame, full_input)
+            if again and reused and failure.kind == "closed":
+                # Closed as the turn went out (an idle close not seen yet): once more on a fresh connection.
+                return await self._reopen(account, text, frame, full_input)
+            raise
         failure = self._error_in(first)
         if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS and self._knows_chain(frame):
             # The account cannot read this history (a pin that expired, a chain it never saw): send it whole
@@ -279,9 +288,16 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             whole["input"] = full_input
             first = await self._send_and_wait(json.dumps(migration.strip_account_bound(whole)))
             failure = self._error_in(first)
+        if failure and failure.status == 401 and again:
+            # The token expired or was revoked while connected: refresh it and reconnect, like the HTTP route.
+            return await self._reopen(await _refreshed(self.account), text, frame, full_input)
         if failure:
             raise failure
         return first
+
+    async def _reopen(self, account, text: str, frame: dict, full_input: list) -> str:
+        await self._close_upstream()
+        return await self._attempt(account, text, frame, full_input, again=False)
 
     async def _send_and_wait(self, text: str) -> str:
         try:
@@ -322,10 +338,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             except websockets.InvalidStatus as exc:
                 status, body = exc.response.status_code, exc.response.body or b""
                 if status == 401 and attempt == 0:
-                    try:
-                        account = await refresh_account_async(account.id, seen_access_token=account.access_token)
-                    except RefreshFailed as failure:
-                        raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+                    account = await _refreshed(account)
                     continue
                 raise failure_from_response(status, exc.response.headers, body) from None
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
