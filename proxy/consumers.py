@@ -4,6 +4,8 @@ Each `response.create` is a turn with the same admission, routing, failover and 
 HTTP route. The account is chosen on the first turn and kept for the connection. A turn that fails
 before its first upstream event may move the connection to another account: the turn is then re-sent
 with the full history the client would send over HTTP, minus what only the old account can read.
+A chain the pooler cannot rebuild is refused as the backend would (`previous_response_not_found`), on which
+the Codex CLI re-sends the full request.
 """
 
 import asyncio
@@ -264,8 +266,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
     async def _attempt(self, account, text: str, frame: dict, full_input: list, *, again: bool = True) -> str:
         """Send the turn on this account's upstream websocket and wait for its first event.
 
-        A connection the account lost (closed between turns, token refused) is reopened once (`again`)."""
-        # An upstream the backend closed between turns (idle, too old) is reopened on the same account.
+        A connection the account lost (closed between turns, token refused) is reopened once (`again`) on the
+        same account, with the full history: losing a connection is not a reason to move the session."""
         reused = self.upstream is not None and self.account.id == account.id and self.upstream.state is State.OPEN
         if not reused and not self._knows_chain(frame):
             raise self._chain_not_found(frame)
