@@ -71,6 +71,13 @@ def assert_nothing_leaked(simulator, key_row):
     raise AssertionError(f"leak: {simulator.stats()}, slots {ConcurrencySlot.objects.filter(api_key=key_row).count()}")
 
 
+def wait_for_no_open_websockets(simulator, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while simulator.stats()["open_websockets"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert simulator.stats()["open_websockets"] == 0
+
+
 HTTP_FAILOVER_CASES = {
     "connect refused": ({}, "connect", "connect"),
     "timeout before first byte": ({"kind": "slow", "first_byte_delay": 3}, "timeout", "timeout"),
@@ -299,18 +306,8 @@ def test_websocket_client_disconnect_mid_turn_closes_the_upstream(faulty, simula
         ws.send(json.dumps({"type": "response.create", **turn_body()}))
         ws.recv(timeout=10)
     assert log_of(key_row).outcome == "client_closed"
-    deadline = time.monotonic() + 10
-    while simulator.stats()["open_websockets"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert simulator.stats()["open_websockets"] == 0
+    wait_for_no_open_websockets(simulator, timeout=10)
     assert_nothing_leaked(simulator, key_row)
-
-
-def wait_for_no_open_websockets(simulator, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while simulator.stats()["open_websockets"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert simulator.stats()["open_websockets"] == 0
 
 
 def test_websocket_client_gone_before_the_first_event(faulty, simulator):
