@@ -31,6 +31,15 @@ def history_after(body: dict, events: list[dict], next_text: str) -> dict:
     return {**body, "input": items}
 
 
+def owner_and_spare(simulator):
+    """A fill_first pool: sessions start on the first account and can move to the second; and a key."""
+    pool = make_pool(strategy="fill_first")
+    first = make_account(pool, simulator, membership={"priority": 0})
+    second = make_account(pool, simulator, membership={"priority": 1})
+    key_row, key = make_key(pool)
+    return first, second, key_row, key
+
+
 def user_message(text: str) -> dict:
     return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
 
@@ -79,10 +88,7 @@ def test_the_simulator_rejects_another_accounts_encrypted_history(simulator):
 
 
 def test_http_session_migrates_with_its_history_rewritten(pooler, simulator):
-    pool = make_pool(strategy="fill_first")
-    first = make_account(pool, simulator, membership={"priority": 0})
-    second = make_account(pool, simulator, membership={"priority": 1})
-    key_row, key = make_key(pool)
+    first, second, key_row, key = owner_and_spare(simulator)
     session = str(uuid.uuid4())
     body = turn_body("one", session=session)
     url = f"{pooler.codex_base_url}/responses"
@@ -95,7 +101,7 @@ def test_http_session_migrates_with_its_history_rewritten(pooler, simulator):
     assert response.status_code == 200 and reply_text(sse_events(response.text)) == "echo: two"
     row = nth_log(key_row, 2)
     assert (row.account, row.migrated_from) == (second, first) and row.migration_reason
-    affinity = SessionAffinity.objects.get(pool=pool)
+    affinity = SessionAffinity.objects.get(pool=key_row.pool)
     assert (affinity.account, affinity.previous_account, affinity.moves) == (second, first, 1)
     # The operator sees the move in the admin: from, to and why.
     admin = Client()
@@ -127,10 +133,7 @@ def test_hold_answers_the_usage_limit_with_the_owner_reset(pooler, simulator):
 
 
 def test_websocket_session_moves_and_resends_the_whole_history(pooler, simulator):
-    pool = make_pool(strategy="fill_first")
-    first = make_account(pool, simulator, membership={"priority": 0})
-    second = make_account(pool, simulator, membership={"priority": 1})
-    key_row, key = make_key(pool)
+    first, second, key_row, key = owner_and_spare(simulator)
     url = pooler.codex_base_url.replace("http://", "ws://") + "/responses"
     headers = {"Authorization": f"Bearer {key}", "session-id": str(uuid.uuid4())}
     with connect(url, additional_headers=headers) as ws:
@@ -148,10 +151,7 @@ def test_websocket_session_moves_and_resends_the_whole_history(pooler, simulator
 
 
 def test_websocket_move_with_an_unknown_chain_asks_for_the_full_request(pooler, simulator):
-    pool = make_pool(strategy="fill_first")
-    first = make_account(pool, simulator, membership={"priority": 0})
-    second = make_account(pool, simulator, membership={"priority": 1})
-    key_row, key = make_key(pool)
+    first, second, key_row, key = owner_and_spare(simulator)
     url = pooler.codex_base_url.replace("http://", "ws://") + "/responses"
     with connect(url, additional_headers={"Authorization": f"Bearer {key}", "session-id": str(uuid.uuid4())}) as ws:
         body = turn_body("one")
