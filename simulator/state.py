@@ -11,10 +11,12 @@ DEFAULT_MODELS = ["gpt-6.1-sol", "gpt-5.5", "gpt-5.2", "gpt-5.1-codex", "gpt-5.1
 # Faults that refuse a request before any byte, and those that shape a stream that was admitted.
 REFUSING_FAULTS = {"status", "rate_limit", "expire_token"}
 STREAM_FAULTS = {"slow", "cut"}
-# Websocket only: `no_rate_limits` sends the next turn without its `codex.rate_limits` event; `hang_up` closes
-# the connection (1000) right after the next turn.
-FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | {"refresh_invalid_grant", "no_rate_limits", "hang_up"}
+FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | {"refresh_invalid_grant"}
 _RESPONSE_IDS_KEPT = 5000
+# Websocket only: `no_rate_limits` sends the next turn without its `codex.rate_limits` event; `hang_up` closes
+# the connection (1000) right after the next turn, as the backend does with idle or aged connections.
+NO_RATE_LIMITS, HANG_UP = "no_rate_limits", "hang_up"
+FAULT_KINDS |= {NO_RATE_LIMITS, HANG_UP}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from . import turns
 from .backend import tool_names
 from .gate import Refusal, admit, authenticate, rate_limit_headers
 from .pacing import paced
-from .state import STREAM_FAULTS, Account, SimState
+from .state import HANG_UP, NO_RATE_LIMITS, STREAM_FAULTS, Account, SimState
 
 
 async def responses_websocket(websocket: WebSocket) -> None:
@@ -131,10 +131,10 @@ async def _turn(
     known_ids.add(response_id)
     account.response_ids.append(response_id)
     events = turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate)
-    if account.take_fault({"no_rate_limits"}) is None:
+    if account.take_fault({NO_RATE_LIMITS}) is None:
         events.insert(0, turns.rate_limits_event(account, now))
     fault = account.take_fault(STREAM_FAULTS) if generate else None
-    hang_up = account.take_fault({"hang_up"})
+    hang_up = account.take_fault({HANG_UP})
     entry["status"] = 200
     if not await _send_events(websocket, state, events, fault, entry):
         return False
