@@ -4,9 +4,12 @@ Each `response.create` is a turn with the same admission, routing, failover and 
 HTTP route. The account is chosen on the first turn and kept for the connection. A turn that fails
 before its first upstream event may move the connection to another account: the turn is then re-sent
 with the full history the client would send over HTTP, minus what only the old account can read.
+A chain the pooler cannot rebuild is refused as the backend would (`previous_response_not_found`), on which
+the Codex CLI re-sends the full request.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -15,6 +18,7 @@ import websockets
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
+from websockets.protocol import State
 
 from . import db, metrics, migration, routing
 from .accounting import Turn, finish
@@ -35,6 +39,14 @@ def _ws_url(account) -> str:
     return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/responses"
 
 
+async def _refreshed(account):
+    """The account with a new access token, after the backend refused the one it has."""
+    try:
+        return await refresh_account_async(account.id, seen_access_token=account.access_token)
+    except RefreshFailed as failure:
+        raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+
+
 def error_frame(error: PoolerError) -> str:
     return json.dumps({"type": "error", "status": error.status, **error.body()})
 
@@ -51,7 +63,7 @@ class _TurnState:
 class ResponsesConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in self.scope["headers"]}
-        self.upstream = self.account = self.plan = self.relay_task = None
+        self.upstream = self.account = self.plan = self.turn_task = None
         self.handshake_quota: dict = {}
         # The conversation as the client would send it over HTTP, kept in memory only, to re-send it whole
         # when the connection moves to another account (previous_response_id does not travel).
@@ -83,17 +95,33 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if not isinstance(frame, dict) or frame.get("type") != "response.create":
             # Other client frames (e.g. cancellations) belong to the upstream conversation: pass them on.
             if self.upstream is not None:
-                await self.upstream.send(text_data)
+                with contextlib.suppress(websockets.ConnectionClosed):  # gone between turns: the next reopens it
+                    await self.upstream.send(text_data)
             return
-        if self.relay_task and not self.relay_task.done():
-            await self.relay_task  # one turn at a time on a connection, as the backend requires
-        await self._turn(text_data, frame)
+        # Each turn runs in a task, so a disconnect is seen (and cancels it) while it waits on the upstream.
+        self.turn_task = asyncio.create_task(self._turn(text_data, frame, after=self.turn_task))
 
     def _full_input(self, frame: dict) -> list:
         items = frame.get("input") if isinstance(frame.get("input"), list) else []
-        if frame.get("previous_response_id") and frame["previous_response_id"] == self.last_response_id:
+        if frame.get("previous_response_id") and self._knows_chain(frame):
             return self.history + items
         return items
+
+    def _knows_chain(self, frame: dict) -> bool:
+        """Whether the pooler can rebuild the conversation behind the frame's `previous_response_id`."""
+        previous = frame.get("previous_response_id")
+        return not previous or previous == self.last_response_id
+
+    @staticmethod
+    def _chain_not_found(frame: dict) -> UpstreamFailure:
+        """The backend's own refusal of a chain a fresh upstream cannot know. Sending only the new input would
+        silently drop the conversation; this answer makes the Codex CLI retry with the full request instead."""
+        error = PoolerError(
+            f"Previous response with id '{frame['previous_response_id']}' not found.",
+            code="previous_response_not_found",
+            param="previous_response_id",
+        )
+        return UpstreamFailure("chain", error.status, error.code, error.message, body=error_frame(error).encode())
 
     def _frame_for(self, account, text: str, frame: dict, full_input: list, fresh_connection: bool) -> str:
         """The client's frame as it must reach `account`: untouched on the connection that knows the chain."""
@@ -122,7 +150,11 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         )
         return [self.account]
 
-    async def _turn(self, text: str, frame: dict) -> None:
+    async def _turn(self, text: str, frame: dict, after: asyncio.Task | None) -> None:
+        """One turn, accounted however it ends: served, refused, failed, cut short by a disconnect, or crashed."""
+        if after is not None:
+            # One turn at a time on a connection, as the backend requires; a disconnect cancels both.
+            await asyncio.gather(after, return_exceptions=True)
         model = frame.get("model")
         turn = Turn(
             request_id=new_request_id(),
@@ -133,13 +165,33 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             is_prewarm=frame.get("generate") is False,
             client_ip=self.client_ip,
         )
+        try:
+            await self._serve_turn(turn, text, frame)
+        except asyncio.CancelledError:
+            # The client left (even before the first upstream event): close the upstream, free the slot.
+            await self._close_upstream()
+            if not turn.finished:
+                await turn.settle(499, "client_closed")
+            raise
+        except Exception:
+            log.exception("websocket turn %s failed", turn.request_id)
+            # The upstream is in an unknown state: the next turn opens a fresh one (with the full history).
+            await self._close_upstream()
+            if not turn.finished:
+                error = PoolerError(
+                    "The pooler hit an internal error.", status=500, code="internal_error", type="server_error"
+                )
+                await self.send(text_data=error_frame(error))
+                await turn.settle(error.status, "internal_error", error.code)
+
+    async def _serve_turn(self, turn: Turn, text: str, frame: dict) -> None:
         session = routing.sticky_key(self.headers, frame)
         try:
             candidates = await self._admit_turn(turn, session)
         except PoolerError as error:
+            await self.send(text_data=error_frame(error))
             if not turn.finished:
                 await turn.settle(error.status, "rejected", error.code)
-            await self.send(text_data=error_frame(error))
             return
         if self.history_account_id is None and turn.plan.owner is not None:
             self.history_account_id = turn.plan.owner.id  # a resumed session: its history is the owner's
@@ -198,36 +250,56 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if state.terminal:
             await self._end_turn(state, "ok" if state.terminal == "response.completed" else "upstream_error")
         else:
-            self.relay_task = asyncio.create_task(self._relay(state))
+            await self._relay(state)
 
+    # The client hears before the turn's row is written: its answer must not wait on the write, nor be lost
+    # with it if the write fails.
     async def _pass_through(self, turn: Turn, account, failure: UpstreamFailure) -> None:
         """A 4xx that is the client's fault reaches the client as the backend sent it; no penalty."""
-        await turn.settle(failure.status, "client_error", failure.code, account)
         await self.send(text_data=failure.body.decode(errors="replace"))
+        await turn.settle(failure.status, "client_error", failure.code, account)
 
     async def _refuse(self, turn: Turn, error: PoolerError) -> None:
-        await turn.settle(error.status, "upstream_error", error.code)
         await self.send(text_data=error_frame(error))
+        await turn.settle(error.status, "upstream_error", error.code)
 
-    async def _attempt(self, account, text: str, frame: dict, full_input: list) -> str:
-        """Send the turn on this account's upstream websocket and wait for its first event."""
-        fresh_connection = self.upstream is None or self.account.id != account.id
-        if fresh_connection:
+    async def _attempt(self, account, text: str, frame: dict, full_input: list, *, again: bool = True) -> str:
+        """Send the turn on this account's upstream websocket and wait for its first event.
+
+        A connection the account lost (closed between turns, token refused) is reopened once (`again`) on the
+        same account, with the full history: losing a connection is not a reason to move the session."""
+        reused = self.upstream is not None and self.account.id == account.id and self.upstream.state is State.OPEN
+        if not reused and not self._knows_chain(frame):
+            raise self._chain_not_found(frame)
+        if not reused:
             await self._close_upstream()
             await self._connect(account)
-        outgoing = self._frame_for(account, text, frame, full_input, fresh_connection)
-        first = await self._send_and_wait(outgoing)
+        outgoing = self._frame_for(account, text, frame, full_input, fresh_connection=not reused)
+        try:
+            first = await self._send_and_wait(outgoing)
+        except UpstreamFailure as failure:
+            if again and reused and failure.kind == "closed":
+                # Closed as the turn went out (an idle close not seen yet): once more on a fresh connection.
+                return await self._reopen(account, text, frame, full_input)
+            raise
         failure = self._error_in(first)
-        if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS:
+        if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS and self._knows_chain(frame):
             # The account cannot read this history (a pin that expired, a chain it never saw): send it whole
             # and stripped, once.
             whole = {k: v for k, v in frame.items() if k != "previous_response_id"}
             whole["input"] = full_input
             first = await self._send_and_wait(json.dumps(migration.strip_account_bound(whole)))
             failure = self._error_in(first)
+        if failure and failure.status == 401 and again:
+            # The token expired or was revoked while connected: refresh it and reconnect, like the HTTP route.
+            return await self._reopen(await _refreshed(self.account), text, frame, full_input)
         if failure:
             raise failure
         return first
+
+    async def _reopen(self, account, text: str, frame: dict, full_input: list) -> str:
+        await self._close_upstream()
+        return await self._attempt(account, text, frame, full_input, again=False)
 
     async def _send_and_wait(self, text: str) -> str:
         try:
@@ -268,10 +340,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             except websockets.InvalidStatus as exc:
                 status, body = exc.response.status_code, exc.response.body or b""
                 if status == 401 and attempt == 0:
-                    try:
-                        account = await refresh_account_async(account.id, seen_access_token=account.access_token)
-                    except RefreshFailed as failure:
-                        raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+                    account = await _refreshed(account)
                     continue
                 raise failure_from_response(status, exc.response.headers, body) from None
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
@@ -324,7 +393,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             return
         turn.outcome, turn.usage = outcome, state.usage
         turn.error_code = state.error_code or turn.error_code
-        turn.quota = dict(self.handshake_quota)
+        # The handshake's headers are as old as the upstream connection: only its first turn may use them.
+        # Later turns carry codex.rate_limits events, and must not undo a newer snapshot (e.g. a usage limit).
+        turn.quota, self.handshake_quota = self.handshake_quota, {}
         if state.rate_limits:
             turn.quota.update(from_usage_payload(state.rate_limits, timezone.now()))
         await finish(turn)
@@ -338,10 +409,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if self.counted:
             self.counted = False
             metrics.OPEN_WEBSOCKETS.dec()
-        if self.relay_task and not self.relay_task.done():
-            self.relay_task.cancel()
-            try:
-                await self.relay_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the turn is accounted in _relay
-                pass
+        if self.turn_task is not None:
+            self.turn_task.cancel()  # the turn accounts itself as client_closed and closes its upstream
+            await asyncio.gather(self.turn_task, return_exceptions=True)
         await self._close_upstream()

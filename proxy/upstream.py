@@ -89,7 +89,7 @@ def client_headers(upstream: httpx.Headers) -> dict:
 class UpstreamFailure(Exception):
     """The upstream refused or failed a turn before its first byte."""
 
-    kind: str  # connect, timeout, status, closed
+    kind: str  # connect, timeout, status, closed; chain (a websocket chain the pooler cannot rebuild)
     status: int = 0
     code: str = ""
     message: str = ""

@@ -15,6 +15,10 @@ STREAM_FAULTS = {"slow", "cut"}
 TOKEN_FAULTS = {"token_slow", "token_malformed"}
 FAULT_KINDS = REFUSING_FAULTS | STREAM_FAULTS | TOKEN_FAULTS | {"refresh_invalid_grant", "usage_malformed"}
 _RESPONSE_IDS_KEPT = 5000
+# Websocket only: `no_rate_limits` sends the next turn without its `codex.rate_limits` event; `hang_up` closes
+# the connection (1000) right after the next turn, as the backend does with idle or aged connections.
+NO_RATE_LIMITS, HANG_UP = "no_rate_limits", "hang_up"
+FAULT_KINDS |= {NO_RATE_LIMITS, HANG_UP}
 
 
 @dataclass

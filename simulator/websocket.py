@@ -4,6 +4,7 @@ Each `response.create` text frame is answered with one JSON text frame per event
 preceded by a `codex.rate_limits` event; refusals become `{"type": "error", "status": N, ...}` frames.
 """
 
+import asyncio
 import json
 import time
 
@@ -14,7 +15,7 @@ from . import turns
 from .backend import tool_names
 from .gate import Refusal, admit, authenticate, rate_limit_headers
 from .pacing import paced
-from .state import STREAM_FAULTS, Account, SimState
+from .state import HANG_UP, NO_RATE_LIMITS, STREAM_FAULTS, Account, SimState
 
 
 async def responses_websocket(websocket: WebSocket) -> None:
@@ -37,36 +38,60 @@ async def responses_websocket(websocket: WebSocket) -> None:
         state.stats.websocket_closed()
 
 
+async def _read(websocket: WebSocket, inbox: asyncio.Queue) -> None:
+    """Client frames into `inbox`, then None once the client has gone."""
+    try:
+        while True:
+            await inbox.put(await websocket.receive_text())
+    except (WebSocketDisconnect, RuntimeError):
+        await inbox.put(None)
+
+
 async def _serve(websocket: WebSocket, state: SimState, account: Account) -> None:
     known_ids: set[str] = set()  # responses of this connection: `previous_response_id` may name them
-    while True:
-        try:
-            text = await websocket.receive_text()
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        try:
-            frame = json.loads(text)
-        except ValueError:
-            frame = None
-        if not isinstance(frame, dict) or frame.get("type") != "response.create":
-            if isinstance(frame, dict) and str(frame.get("type", "")).startswith("response."):
-                continue  # e.g. `response.processed` acknowledgements: nothing to answer
-            await websocket.send_text(
-                json.dumps(
-                    {
-                        "type": "error",
-                        "status": 400,
-                        "error": {
-                            "type": "invalid_request_error",
-                            "code": "invalid_frame",
-                            "message": "Expected response.create.",
-                        },
-                    }
-                )
+    inbox: asyncio.Queue = asyncio.Queue()
+    reader = asyncio.create_task(_read(websocket, inbox))
+    try:
+        while (text := await inbox.get()) is not None:
+            if not await _answer(websocket, state, account, text, known_ids, reader):
+                return
+    finally:
+        reader.cancel()
+
+
+async def _answer(
+    websocket: WebSocket, state: SimState, account: Account, text: str, known_ids: set[str], reader: asyncio.Task
+) -> bool:
+    """Answer one client frame; False when the connection is over."""
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        frame = None
+    if not isinstance(frame, dict) or frame.get("type") != "response.create":
+        if isinstance(frame, dict) and str(frame.get("type", "")).startswith("response."):
+            return True  # e.g. `response.processed` acknowledgements: nothing to answer
+        await websocket.send_text(
+            json.dumps(
+                {
+                    "type": "error",
+                    "status": 400,
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "invalid_frame",
+                        "message": "Expected response.create.",
+                    },
+                }
             )
-            continue
-        if not await _turn(websocket, state, account, frame, len(text), known_ids):
-            return
+        )
+        return True
+    turn = asyncio.create_task(_turn(websocket, state, account, frame, len(text), known_ids))
+    # A client that leaves mid-turn ends the turn at once, even during a scripted delay, as the backend would.
+    await asyncio.wait({turn, reader}, return_when=asyncio.FIRST_COMPLETED)
+    if not turn.done():
+        turn.cancel()
+        await asyncio.gather(turn, return_exceptions=True)
+        return False
+    return turn.result()
 
 
 async def _turn(
@@ -105,13 +130,19 @@ async def _turn(
     response_id = turns.new_response_id()
     known_ids.add(response_id)
     account.response_ids.append(response_id)
-    events = [
-        turns.rate_limits_event(account, now),
-        *turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate),
-    ]
+    events = turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate)
+    if account.take_fault({NO_RATE_LIMITS}) is None:
+        events.insert(0, turns.rate_limits_event(account, now))
     fault = account.take_fault(STREAM_FAULTS) if generate else None
+    hang_up = account.take_fault({HANG_UP})
     entry["status"] = 200
-    return await _send_events(websocket, state, events, fault, entry)
+    if not await _send_events(websocket, state, events, fault, entry):
+        return False
+    if hang_up:
+        # As the backend does with an idle (or too old) connection: closed cleanly between turns.
+        await websocket.close(code=1000)
+        return False
+    return True
 
 
 async def _send_events(

@@ -39,6 +39,12 @@ def turns_of(key_row, count: int, timeout: float = 10) -> list[RequestLog]:
     raise AssertionError(f"expected {count} turns, found {len(rows)}")
 
 
+def assert_no_http_turns(simulator) -> None:
+    """The CLI falls back to HTTP silently when upgrades fail: make sure no turn took that road."""
+    posts = [r for r in simulator.requests() if r.get("kind") == "turn" and r.get("transport") == "http"]
+    assert posts == []
+
+
 @pytest.mark.parametrize("websockets", [False, True], ids=["http", "websocket"])
 def test_codex_cli_turn_and_resume_through_the_pooler(codex_bin, pooler, simulator, tmp_path, websockets):
     pool = make_pool(strategy="round_robin")
@@ -58,9 +64,7 @@ def test_codex_cli_turn_and_resume_through_the_pooler(codex_bin, pooler, simulat
     transports = {r.transport for r in rows}
     assert transports == {"websocket" if websockets else "http"}
     if websockets:
-        # The CLI falls back to HTTP silently when upgrades fail: make sure no turn took that road.
-        posts = [r for r in simulator.requests() if r.get("kind") == "turn" and r.get("transport") == "http"]
-        assert posts == []
+        assert_no_http_turns(simulator)
         assert RequestLog.objects.filter(api_key=key_row, is_prewarm=True).exists()
 
 
@@ -70,6 +74,7 @@ def test_a_session_survives_its_account_running_out(codex_bin, pooler, simulator
     first = make_account(pool, simulator, membership={"priority": 0})
     second = make_account(pool, simulator, membership={"priority": 1})
     key_row, key = make_key(pool)
+    simulator.clear_requests()
     for i, prompt in enumerate(["turn one", "turn two", "turn three"]):
         result = cli(codex_bin, pooler, key, prompt, tmp_path, websockets=websockets, resume_last=i > 0)
         assert result.returncode == 0, result.stderr[-2000:]
@@ -81,6 +86,8 @@ def test_a_session_survives_its_account_running_out(codex_bin, pooler, simulator
     last = turns_of(key_row, 4)[-1]
     assert last.account_id == second.id and last.migrated_from_id == first.id
     assert last.migration_reason
+    if websockets:
+        assert_no_http_turns(simulator)
 
 
 def test_hold_policy_shows_the_usage_limit_with_the_owner_reset(codex_bin, pooler, simulator, tmp_path):

@@ -39,14 +39,15 @@ def two_accounts(simulator, **first_fields):
     return first, second, key_row, key
 
 
-def log_of(key_row, timeout=5) -> RequestLog:
+def log_of(key_row, timeout=5, count=1) -> RequestLog:
+    """The latest RequestLog row of a key, once it has `count` rows."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = RequestLog.objects.filter(api_key=key_row).order_by("-created_at").first()
-        if row is not None:
-            return row
+        rows = RequestLog.objects.filter(api_key=key_row)
+        if rows.count() >= count:
+            return rows.order_by("-created_at").first()
         time.sleep(0.05)
-    raise AssertionError("no RequestLog row")
+    raise AssertionError(f"fewer than {count} RequestLog rows")
 
 
 def open_sockets(pid: int) -> int:
@@ -63,10 +64,18 @@ def assert_nothing_leaked(simulator, key_row):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         stats = simulator.stats()
-        if stats["open_streams"] == 0 and not ConcurrencySlot.objects.filter(api_key=key_row).exists():
+        idle = stats["open_streams"] == 0 and stats["open_websockets"] == 0
+        if idle and not ConcurrencySlot.objects.filter(api_key=key_row).exists():
             return
         time.sleep(0.1)
     raise AssertionError(f"leak: {simulator.stats()}, slots {ConcurrencySlot.objects.filter(api_key=key_row).count()}")
+
+
+def wait_for_no_open_websockets(simulator, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while simulator.stats()["open_websockets"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert simulator.stats()["open_websockets"] == 0
 
 
 HTTP_FAILOVER_CASES = {
@@ -202,18 +211,24 @@ def test_http_faults_leave_no_sockets_behind(faulty, simulator):
 def ws_turn(url: str, key: str, text: str = "hello") -> list[dict]:
     with connect(url, additional_headers={"Authorization": f"Bearer {key}", "session-id": str(uuid.uuid4())}) as ws:
         ws.send(json.dumps({"type": "response.create", **turn_body(text)}))
-        events = []
-        while True:
-            try:
-                events.append(json.loads(ws.recv(timeout=20)))
-            except Exception:  # noqa: BLE001 - a close ends the turn too
-                return events
-            if events[-1]["type"] in ("response.completed", "response.failed", "error"):
-                return events
+        return read_ws_turn(ws)
+
+
+def read_ws_turn(ws) -> list[dict]:
+    events = []
+    while True:
+        try:
+            events.append(json.loads(ws.recv(timeout=20)))
+        except Exception:  # noqa: BLE001 - a close ends the turn too
+            return events
+        if events[-1]["type"] in ("response.completed", "response.failed", "error"):
+            return events
 
 
 WS_FAILOVER_CASES = {
     "connect refused": None,
+    "500 error frame": {"kind": "status", "status": 500},
+    "502 error frame": {"kind": "status", "status": 502},
     "503 error frame": {"kind": "status", "status": 503},
     "429 rate_limit_exceeded": {"kind": "rate_limit", "retry_after": 30},
     "usage limit": "exhausted",
@@ -243,6 +258,37 @@ def test_websocket_fault_before_first_event_fails_over(faulty, simulator, case):
     assert_nothing_leaked(simulator, key_row)
 
 
+def test_websocket_401_with_working_refresh_stays_on_the_account(faulty, simulator):
+    first, _, key_row, key = two_accounts(simulator)
+    url = faulty.codex_base_url.replace("http://", "ws://") + "/responses"
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send(json.dumps({"type": "response.create", **turn_body("one")}))
+        one = read_ws_turn(ws)
+        # The access token dies while the connection is open: the next turn is answered 401.
+        simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "expire_token"}])
+        ws.send(
+            json.dumps({"type": "response.create", **turn_body("two", previous_response_id=one[-1]["response"]["id"])})
+        )
+        assert reply_text(read_ws_turn(ws)) == "echo: two"
+    row = log_of(key_row, count=2)
+    assert row.account == first and row.outcome == "ok" and row.migrated_from is None
+    assert [a["account_id"] for a in row.attempts] == [first.id]
+    first.refresh_from_db()
+    assert first.status == "active" and first.last_refresh_at and first.cooldown_until is None
+    assert simulator.get_account(first.chatgpt_account_id)["refresh_count"] == 1
+    assert_nothing_leaked(simulator, key_row)
+
+
+def test_websocket_slow_stream_is_relayed_as_it_comes(faulty, simulator):
+    first, _, key_row, key = two_accounts(simulator)
+    simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.1}])
+    events = ws_turn(faulty.codex_base_url.replace("http://", "ws://") + "/responses", key, "slowly")
+    assert reply_text(events) == "echo: slowly"
+    row = log_of(key_row)
+    assert row.outcome == "ok" and row.transport == "websocket" and row.ttft_ms < 500 and row.duration_ms > 1000
+    assert_nothing_leaked(simulator, key_row)
+
+
 def test_websocket_cut_midway_closes_the_client(faulty, simulator):
     first, _, key_row, key = two_accounts(simulator)
     simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "cut", "after_events": 4}])
@@ -260,8 +306,21 @@ def test_websocket_client_disconnect_mid_turn_closes_the_upstream(faulty, simula
         ws.send(json.dumps({"type": "response.create", **turn_body()}))
         ws.recv(timeout=10)
     assert log_of(key_row).outcome == "client_closed"
-    deadline = time.monotonic() + 10
-    while simulator.stats()["open_websockets"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert simulator.stats()["open_websockets"] == 0
+    wait_for_no_open_websockets(simulator, timeout=10)
+    assert_nothing_leaked(simulator, key_row)
+
+
+def test_websocket_client_gone_before_the_first_event(faulty, simulator):
+    first, _, key_row, key = two_accounts(simulator)
+    simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "first_byte_delay": 5}])
+    url = faulty.codex_base_url.replace("http://", "ws://") + "/responses"
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send(json.dumps({"type": "response.create", **turn_body()}))
+        time.sleep(0.3)
+    # Before the upstream's first event (5 s) would have come: all is let go when the client leaves.
+    wait_for_no_open_websockets(simulator, timeout=3)
+    row = log_of(key_row, timeout=3)
+    assert row.outcome == "client_closed" and row.transport == "websocket"
+    first.refresh_from_db()
+    assert first.cooldown_until is None  # the client left: not the account's fault
     assert_nothing_leaked(simulator, key_row)

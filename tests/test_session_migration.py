@@ -31,6 +31,29 @@ def history_after(body: dict, events: list[dict], next_text: str) -> dict:
     return {**body, "input": items}
 
 
+def owner_and_spare(simulator):
+    """A fill_first pool: sessions start on the first account and can move to the second; and a key."""
+    pool = make_pool(strategy="fill_first")
+    first = make_account(pool, simulator, membership={"priority": 0})
+    second = make_account(pool, simulator, membership={"priority": 1})
+    key_row, key = make_key(pool)
+    return first, second, key_row, key
+
+
+def user_message(text: str) -> dict:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+def ws_turn(ws, frame: dict) -> list[dict]:
+    """Send one `response.create` and read its events up to the terminal one (or an error frame)."""
+    ws.send(json.dumps({"type": "response.create", **frame}))
+    events = []
+    while True:
+        events.append(json.loads(ws.recv(timeout=20)))
+        if events[-1]["type"] in ("response.completed", "response.failed", "error"):
+            return events
+
+
 def nth_log(key_row, n: int, timeout=5) -> RequestLog:
     """The n-th RequestLog row of a key (1-based), waiting for it to be written."""
     deadline = time.monotonic() + timeout
@@ -65,10 +88,7 @@ def test_the_simulator_rejects_another_accounts_encrypted_history(simulator):
 
 
 def test_http_session_migrates_with_its_history_rewritten(pooler, simulator):
-    pool = make_pool(strategy="fill_first")
-    first = make_account(pool, simulator, membership={"priority": 0})
-    second = make_account(pool, simulator, membership={"priority": 1})
-    key_row, key = make_key(pool)
+    first, second, key_row, key = owner_and_spare(simulator)
     session = str(uuid.uuid4())
     body = turn_body("one", session=session)
     url = f"{pooler.codex_base_url}/responses"
@@ -81,7 +101,7 @@ def test_http_session_migrates_with_its_history_rewritten(pooler, simulator):
     assert response.status_code == 200 and reply_text(sse_events(response.text)) == "echo: two"
     row = nth_log(key_row, 2)
     assert (row.account, row.migrated_from) == (second, first) and row.migration_reason
-    affinity = SessionAffinity.objects.get(pool=pool)
+    affinity = SessionAffinity.objects.get(pool=key_row.pool)
     assert (affinity.account, affinity.previous_account, affinity.moves) == (second, first, 1)
     # The operator sees the move in the admin: from, to and why.
     admin = Client()
@@ -113,35 +133,50 @@ def test_hold_answers_the_usage_limit_with_the_owner_reset(pooler, simulator):
 
 
 def test_websocket_session_moves_and_resends_the_whole_history(pooler, simulator):
-    pool = make_pool(strategy="fill_first")
-    first = make_account(pool, simulator, membership={"priority": 0})
-    second = make_account(pool, simulator, membership={"priority": 1})
-    key_row, key = make_key(pool)
+    first, second, key_row, key = owner_and_spare(simulator)
     url = pooler.codex_base_url.replace("http://", "ws://") + "/responses"
     headers = {"Authorization": f"Bearer {key}", "session-id": str(uuid.uuid4())}
-
-    def turn(ws, frame):
-        ws.send(json.dumps({"type": "response.create", **frame}))
-        events = []
-        while True:
-            events.append(json.loads(ws.recv(timeout=20)))
-            if events[-1]["type"] in ("response.completed", "response.failed", "error"):
-                return events
-
     with connect(url, additional_headers=headers) as ws:
         body = turn_body("one")
-        first_events = turn(ws, body)
+        first_events = ws_turn(ws, body)
         assert reply_text(first_events) == "echo: one"
         simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
         # Like the CLI: only the new input, chained to the previous response on this connection.
-        second_events = turn(
-            ws,
-            {
-                **body,
-                "previous_response_id": first_events[-1]["response"]["id"],
-                "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "two"}]}],
-            },
+        second_events = ws_turn(
+            ws, {**body, "previous_response_id": first_events[-1]["response"]["id"], "input": [user_message("two")]}
         )
     assert reply_text(second_events) == "echo: two", second_events
     row = nth_log(key_row, 2)
     assert (row.account, row.migrated_from) == (second, first)
+
+
+def test_websocket_move_with_an_unknown_chain_asks_for_the_full_request(pooler, simulator):
+    first, second, key_row, key = owner_and_spare(simulator)
+    url = pooler.codex_base_url.replace("http://", "ws://") + "/responses"
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}", "session-id": str(uuid.uuid4())}) as ws:
+        body = turn_body("one")
+        assert reply_text(ws_turn(ws, body)) == "echo: one"
+        simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
+        simulator.clear_requests()
+        # Chained to a response the pooler never saw complete: it cannot rebuild what came before it.
+        refused = ws_turn(ws, {**body, "previous_response_id": "resp_elsewhere", "input": [user_message("two")]})
+        # The backend's own answer, on which the Codex CLI retries with the full request, which then moves.
+        assert refused == [
+            {
+                "type": "error",
+                "status": 400,
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "previous_response_not_found",
+                    "message": "Previous response with id 'resp_elsewhere' not found.",
+                    "param": "previous_response_id",
+                },
+            }
+        ]
+        assert simulator.requests(kind="turn", account_id=second.chatgpt_account_id) == []
+        full = {**body, "input": body["input"] + [user_message("two")]}
+        assert reply_text(ws_turn(ws, full)) == "echo: two"
+    row = nth_log(key_row, 2)
+    assert (row.status_code, row.outcome, row.error_code) == (400, "client_error", "previous_response_not_found")
+    row = nth_log(key_row, 3)
+    assert (row.account, row.migrated_from, row.outcome) == (second, first, "ok")

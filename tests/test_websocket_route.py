@@ -92,6 +92,65 @@ def test_prewarm_then_turns_on_one_connection(pooler, simulator):
     assert all(r["transport"] == "websocket" for r in seen if r.get("kind") in ("turn", "prewarm"))
 
 
+def test_handshake_quota_counts_for_the_first_turn_only(pooler, simulator):
+    pool = make_pool()
+    account = make_account(pool, simulator, sim_fields={"primary_used_percent": 20.0})
+    key_row, key = make_key(pool)
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        ws.send(create_frame("first"))
+        read_turn(ws)
+        logs(1, api_key=key_row)
+        account.refresh_from_db()
+        assert 20.0 <= account.primary_used_percent < 30.0
+        # A newer snapshot seen elsewhere (say the usage limit of an HTTP turn), then a turn whose events say
+        # nothing of quota: the headers of this old handshake must not undo it.
+        type(account).objects.filter(pk=account.pk).update(primary_used_percent=100.0)
+        simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "no_rate_limits"}])
+        ws.send(create_frame("second"))
+        assert reply(read_turn(ws)) == "echo: second"
+    logs(2, api_key=key_row)
+    account.refresh_from_db()
+    assert account.primary_used_percent == 100.0
+
+
+def test_a_turn_the_pooler_cannot_record_still_gets_its_answer(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    key_row, key = make_key(pool)
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        # PostgreSQL cannot store a NUL byte: this turn's row fails to be written.
+        ws.send(create_frame("odd", model="gpt-5.2\x00"))
+        refused = read_turn(ws)
+        assert [e["type"] for e in refused] == ["error"] and refused[0]["status"] == 400
+        assert "Traceback" not in json.dumps(refused)
+        ws.send(create_frame("still here"))
+        assert reply(read_turn(ws)) == "echo: still here"
+    assert logs(1, api_key=key_row)[-1].outcome == "ok"
+
+
+@pytest.mark.parametrize("pause", [0, 0.3], ids=["at-once", "after-a-pause"])
+def test_an_upstream_closed_between_turns_is_reopened_on_the_same_account(pooler, simulator, pause):
+    pool = make_pool(strategy="fill_first")
+    account = make_account(pool, simulator, membership={"priority": 0})
+    make_account(pool, simulator, membership={"priority": 1})
+    key_row, key = make_key(pool)
+    simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "hang_up"}])
+    simulator.clear_requests()
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        ws.send(create_frame("one"))
+        first = read_turn(ws)
+        time.sleep(pause)  # the backend closes its idle connection
+        ws.send(create_frame("two", previous_response_id=first[-1]["response"]["id"]))
+        assert reply(read_turn(ws)) == "echo: two"
+    rows = logs(2, api_key=key_row)
+    assert [(r.account, r.migrated_from, r.outcome) for r in rows] == [(account, None, "ok")] * 2
+    account.refresh_from_db()
+    assert account.cooldown_until is None and not account.last_error
+    assert len(simulator.requests(kind="connect", account_id=account.chatgpt_account_id)) == 2
+    # On the new connection the turn went out whole: no chain to a response that connection never saw.
+    assert simulator.requests(kind="turn", status=200)[-1]["previous_response_id"] is None
+
+
 def test_a_bad_key_is_refused_before_accept(pooler, simulator):
     with pytest.raises(websockets.InvalidStatus) as refused:
         connect(ws_url(pooler), additional_headers=ws_headers("cpk_bad_key"))
