@@ -20,14 +20,14 @@ from django.conf import settings
 from django.utils import timezone
 from websockets.protocol import State
 
-from . import db, metrics, migration, routing
+from . import db, limits, metrics, migration, routing
 from .accounting import Turn, finish
 from .auth import authenticate
 from .errors import PoolerError, UpstreamUnavailable
 from .quota import from_headers, from_usage_payload
 from .sse import observe_event
 from .tokens import RefreshFailed, refresh_account_async
-from .turns import begin, check_model, final_error, fresh_account, new_request_id
+from .turns import begin, check_model, claim, final_error, fresh_account, new_request_id, refresh_failure
 from .upstream import UpstreamFailure, failure_from_response, upstream_headers
 
 log = logging.getLogger("pooler.websocket")
@@ -44,7 +44,7 @@ async def _refreshed(account):
     try:
         return await refresh_account_async(account.id, seen_access_token=account.access_token)
     except RefreshFailed as failure:
-        raise UpstreamFailure("auth", 401, failure.reason, "token refresh failed") from None
+        raise refresh_failure(failure) from None
 
 
 def error_frame(error: PoolerError) -> str:
@@ -141,10 +141,12 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             plan = await begin(turn, self.key, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         check_model(self.key, turn.model)
-        turn.slot_id = await db.admit(self.key, turn.request_id)
+        if limits.needs_admission(self.key):
+            turn.slot_id = await db.admit(self.key, turn.request_id)
         turn.plan = routing.Plan(
             accounts=[self.account],
             session_hash=self.plan.session_hash if self.plan else None,
+            pinned_until=self.plan.pinned_until if self.plan else None,
             owner=self.account,
             hold=bool(self.plan and self.plan.hold),
         )
@@ -202,6 +204,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         while index < len(candidates) and len(tried) < settings.POOLER_MAX_ATTEMPTS:
             account, index = candidates[index], index + 1
             tried.add(account.id)
+            if not await claim(turn, self.key, account):
+                turn.attempt(account, "at_capacity")
+                continue
             try:
                 first = await self._attempt(account, text, frame, state.full_input)
             except UpstreamFailure as failure:

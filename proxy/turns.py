@@ -54,6 +54,17 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
         raise
 
 
+async def claim(turn: Turn, key: PoolApiKey, account: UpstreamAccount) -> bool:
+    """Hold one of the account's concurrent turns when it caps them (the slot follows a failover)."""
+    if not (account.max_concurrent or turn.slot_account_id):
+        return True
+    slot_id = await db.claim_account(turn.slot_id, key, turn.request_id, account)
+    if slot_id is None:
+        return False
+    turn.slot_id, turn.slot_account_id = slot_id, account.id
+    return True
+
+
 def refresh_failure(failure: RefreshFailed) -> UpstreamFailure:
     """A dead refresh token means a new login (status 401); an auth server that is down only a cooldown."""
     if failure.dead:
@@ -191,7 +202,7 @@ class HttpTurn:
         failures: list[UpstreamFailure] = []
         for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
             moved = plan.owner is not None and plan.owner.id != account.id
-            if not await self._claim(account):
+            if not await claim(turn, self.key, account):
                 turn.attempt(account, "at_capacity")
                 continue
             try:
@@ -213,17 +224,6 @@ class HttpTurn:
             return opened
         error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
         return await self._refuse(error, failures)
-
-    async def _claim(self, account: UpstreamAccount) -> bool:
-        """Hold one of the account's concurrent turns when it caps them (the slot follows a failover)."""
-        turn = self.turn
-        if not (account.max_concurrent or turn.slot_account_id):
-            return True
-        slot_id = await db.claim_account(turn.slot_id, self.key, turn.request_id, account)
-        if slot_id is None:
-            return False
-        turn.slot_id, turn.slot_account_id = slot_id, account.id
-        return True
 
     async def _try(self, account: UpstreamAccount, body: dict | bytes, content_type: str | None, *, strip: bool):
         """One account: send the body (stripped of foreign history when moved); replay once stripped when the
