@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
@@ -209,4 +210,8 @@ async def finish(turn: Turn) -> None:
     turn.finished = True
     metrics.observe_turn(turn)
     metrics.DURATION.observe(time.monotonic() - turn.started)
-    await asyncio.shield(_write_async(turn))
+    try:
+        await asyncio.shield(_write_async(turn))
+    except DatabaseError:
+        # The client has had its answer; a lost row must not turn into an error for it.
+        log.exception("could not record turn %s", turn.request_id)

@@ -58,4 +58,6 @@ def require_model(body: dict) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise PoolerError("Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
+    if len(model) > 100 or not model.isprintable():
+        raise PoolerError("Invalid 'model': not a model name.", code="invalid_value", param="model")
     return model

@@ -23,6 +23,7 @@ from websockets.protocol import State
 from . import db, limits, metrics, migration, routing
 from .accounting import Turn, finish
 from .auth import authenticate
+from .body import require_model
 from .errors import PoolerError, UpstreamUnavailable
 from .quota import from_headers, from_usage_payload
 from .sse import observe_event
@@ -135,8 +136,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
 
     async def _admit_turn(self, turn: Turn, session: str | None) -> list:
         """Admission for this turn; the candidate accounts (the connection's own account when it has one)."""
-        if not turn.model:
-            raise PoolerError("Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
+        require_model({"model": turn.model})
         if self.account is None:
             plan = await begin(turn, self.key, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]

@@ -225,6 +225,8 @@ def test_body_limits_and_invalid_json(pooler, simulator):
     assert httpx.post(url, content=huge, headers=session_headers(key), timeout=60).status_code == 413
     bad = httpx.post(url, content=b"{nope", headers=session_headers(key))
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    odd = httpx.post(url, json=turn_body(model="gpt-5.2\x00"), headers=session_headers(key))
+    assert odd.status_code == 400 and odd.json()["error"]["param"] == "model"
 
 
 def test_zstd_and_gzip_bodies_are_accepted(pooler, simulator):
