@@ -23,9 +23,10 @@ codex-cli: .cache/codex/node_modules/.bin/codex
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium unavailable: the browser test will be skipped"
 
+# A deep listen queue: Twisted's default of 50 drops connections when many agents start turns at once.
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
-	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) pooler.asgi:application
+	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=1024 pooler.asgi:application
 
 # On PostgreSQL when DATABASE_URL is set, else on the embedded SQLite.
 test: $(VENV)/.installed codex-cli chromium

@@ -124,7 +124,14 @@ def start_stack(
         pooler_url = f"http://127.0.0.1:{port}"
         processes.append(
             start(
-                [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "pooler.asgi:application"],
+                [
+                    python,
+                    "-m",
+                    "daphne",
+                    "-e",
+                    f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+                    "pooler.asgi:application",
+                ],
                 f"{pooler_url}/healthz",
                 env={"POOLER_AUTH_BASE_URL": simulator_url, **(pooler_env or {})},
                 log=logs / "pooler.log" if logs else None,

@@ -39,7 +39,14 @@ class PoolerServer:
         self.log_path.parent.mkdir(exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "pooler.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-e",
+                f"tcp:port={self.port}:interface=127.0.0.1:backlog=1024",
+                "pooler.asgi:application",
+            ],
             cwd=REPO,
             env=env,
             stdout=self._log,
