@@ -2,6 +2,7 @@
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ def manage(*args, simulator, env=None, **kwargs) -> subprocess.Popen:
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
+        stdin=kwargs.pop("stdin", subprocess.DEVNULL),
         env={
             **os.environ,
             "DATABASE_URL": subprocess_database_url(),
@@ -77,6 +78,32 @@ def test_login_account_end_to_end(pooler, simulator):
         f"{pooler.codex_base_url}/responses", json=turn_body("after login"), headers=session_headers(key), timeout=30
     )
     assert response.status_code == 200 and reply_text(sse_events(response.text)) == "echo: after login"
+
+
+def test_login_account_takes_the_pasted_redirect_when_its_port_is_taken(simulator):
+    pool = make_pool()
+    account = simulator.add_account(email="pasted@example.com")
+    simulator.next_login(account["account_id"])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = manage(
+            "login_account",
+            "--pool",
+            pool.name,
+            "--callback-port",
+            str(port),
+            simulator=simulator,
+            stdin=subprocess.PIPE,
+        )
+        redirect = httpx.get(read_authorize_url(process), follow_redirects=False)
+        process.stdin.write(redirect.headers["location"] + "\n")
+        process.stdin.flush()
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "paste the redirect URL" in err
+    assert UpstreamAccount.objects.get(chatgpt_account_id=account["account_id"]).email == "pasted@example.com"
 
 
 def test_login_account_says_clearly_when_denied(simulator):

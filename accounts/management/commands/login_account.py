@@ -55,8 +55,11 @@ class Command(BaseCommand):
         try:
             server = _callback_server(callback_port, redirects)
         except OSError as exc:
-            raise CommandError(f"cannot listen on localhost:{callback_port}: {exc.strerror}") from None
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+            # Often a Codex CLI login waiting on the same port: the pasted redirect still works.
+            server = None
+            self.stderr.write(f"cannot listen on localhost:{callback_port} ({exc.strerror}): paste the redirect URL")
+        if server is not None:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
         threading.Thread(target=_read_pasted, args=(redirects,), daemon=True).start()
         self.stdout.write("Open this URL in a browser and log in to ChatGPT:")
         self.stdout.write(login.authorize_url())
@@ -67,7 +70,8 @@ class Command(BaseCommand):
         except queue.Empty:
             raise CommandError(f"no login within {timeout:.0f} seconds; run login_account again") from None
         finally:
-            server.shutdown()
+            if server is not None:
+                server.shutdown()
         try:
             tokens = login.exchange(login.code_from_redirect(redirect))
             account = store_account(tokens, pool, label=label, base_url=base_url)
