@@ -140,6 +140,9 @@ POOLER_MAX_ATTEMPTS = env.int("POOLER_MAX_ATTEMPTS", default=3)
 # Upstream timeouts in seconds: connect, and the wait for the first byte / between chunks.
 POOLER_CONNECT_TIMEOUT = env.float("POOLER_CONNECT_TIMEOUT", default=10.0)
 POOLER_READ_TIMEOUT = env.float("POOLER_READ_TIMEOUT", default=300.0)
+# Idle upstream connections kept open for reuse. More saves connection setups after bursts, but each new
+# request checks every idle one: after 200 streams, 200 kept connections cut turns per second by four.
+POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS = env.int("POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS", default=32)
 # Longest wait for the first byte of a turn before trying another account.
 POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0)
 # Refresh an access token when it expires within this many seconds.
@@ -171,5 +174,7 @@ LOGGING = {
         "pooler": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO"), "propagate": False},
         # One JSON line per request; never secrets or prompt text (only the fields accounting passes).
         "pooler.requests": {"handlers": ["json"], "level": env("LOG_LEVEL", default="INFO"), "propagate": False},
+        # A line per upstream request would drown the request lines (and cost time on the stream path).
+        "httpx": {"level": "WARNING"},
     },
 }

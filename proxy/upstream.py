@@ -61,7 +61,12 @@ def client() -> httpx.AsyncClient:
     if _client is None:
         _client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.POOLER_READ_TIMEOUT, connect=settings.POOLER_CONNECT_TIMEOUT),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
+            # Every new request checks each idle kept-alive connection (a syscall each): keep only a few.
+            limits=httpx.Limits(
+                max_connections=None,
+                max_keepalive_connections=settings.POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS,
+                keepalive_expiry=60,
+            ),
             follow_redirects=False,
         )
     return _client
