@@ -138,12 +138,26 @@ def _account_row_current(account: UpstreamAccount, turn: Turn, now) -> bool:
 
 
 def _write(turn: Turn) -> None:
-    """The turn's rows, one statement each (no transaction: they stand alone, and the slot is freed first)."""
+    """The turn's rows, one statement each (no transaction: they stand alone; the slot is freed first)."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - turn.started) * 1000)
     ttft_ms = int((turn.first_byte_at - turn.started) * 1000) if turn.first_byte_at else None
     key, plan, account = turn.key, turn.plan, turn.account
     limits.release(turn.slot_id)
+    if account is not None and turn.first_byte_at:
+        if not _account_row_current(account, turn, now):
+            updates = {"last_used_at": now, **turn.quota}
+            if turn.outcome == "ok":
+                updates["consecutive_failures"] = 0
+            if turn.quota:
+                updates["quota_observed_at"] = now
+            UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
+        if plan is not None and turn.outcome in ("ok", "client_closed"):
+            routing.remember_session(plan, key.pool, account, turn.migration_reason, now, turn.input_items)
+    if key is not None and (key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION):
+        PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    # Last: the row is what tells a reader (a test, an operator) that everything of the turn is written.
     RequestLog.objects.create(
         created_at=now,
         request_id=turn.request_id,
@@ -167,19 +181,6 @@ def _write(turn: Turn) -> None:
         client_ip=turn.client_ip,
         **usage_counts(turn.usage),
     )
-    if account is not None and turn.first_byte_at:
-        if not _account_row_current(account, turn, now):
-            updates = {"last_used_at": now, **turn.quota}
-            if turn.outcome == "ok":
-                updates["consecutive_failures"] = 0
-            if turn.quota:
-                updates["quota_observed_at"] = now
-            UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
-        if plan is not None and turn.outcome in ("ok", "client_closed"):
-            routing.remember_session(plan, key.pool, account, turn.migration_reason, now, turn.input_items)
-    if key is not None and (key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION):
-        PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
     log.info(
         "turn",
         extra={
