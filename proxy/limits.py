@@ -46,12 +46,13 @@ def needs_admission(key: PoolApiKey) -> bool:
     return any(limits)
 
 
-def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int | None:
+def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, counted: bool = True) -> int | None:
     """Admit one turn of `key` or raise RateLimited naming the limit; returns its concurrency slot id, if any.
 
     The key's row (and the pool's, for a pool-wide cap) is locked while counting, so concurrent
     admissions in any process are serialized and never overshoot a limit. A key without limits costs
-    no query (its turns hold no slot).
+    no query (its turns hold no slot). A turn that is not `counted` (a websocket prewarm, which generates
+    nothing) is refused when a limit is reached but does not use up requests per minute.
     """
     now = now or timezone.now()
     pool = key.pool
@@ -68,7 +69,7 @@ def admit(key: PoolApiKey, request_id: str, now: datetime | None = None) -> int 
             raise _refuse("pool_rpm_limit", f"{pool.rpm_limit} requests per minute for this pool", wait)
         if tokens_per_day and (wait := _tokens_wait(key, tokens_per_day, now)) is not None:
             raise _refuse("key_tokens_per_day_limit", f"{tokens_per_day} tokens per day for this key", wait)
-        if rpm or pool.rpm_limit:
+        if counted and (rpm or pool.rpm_limit):
             Admission.objects.create(pool=pool, api_key=key, at=now)
         if not max_concurrent:
             return None

@@ -42,7 +42,7 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
         if not limits.needs_admission(key):
             turn.plan = await db.plan_turn(key.pool, turn.model, session)
             return turn.plan
-        admission = asyncio.ensure_future(db.admit(key, turn.request_id))
+        admission = asyncio.ensure_future(db.admit(key, turn.request_id, counted=not turn.is_prewarm))
         try:
             turn.plan = await db.plan_turn(key.pool, turn.model, session)
         finally:

@@ -25,6 +25,16 @@ def test_requests_per_minute_of_a_key():
     assert error.value.status == 429 and "3 requests per minute" in error.value.message
 
 
+def test_a_prewarm_is_limited_but_does_not_use_up_the_minute():
+    key, _ = make_key(make_pool(), rpm=2)
+    for i in range(5):
+        admit(key, f"prewarm-{i}", counted=False)
+    admit(key, "a")
+    admit(key, "b")
+    with pytest.raises(RateLimited):
+        admit(key, "prewarm-late", counted=False)  # the window is full: a prewarm waits like a turn
+
+
 def test_pool_wide_cap_spans_keys():
     pool = make_pool(rpm_limit=2)
     first, _ = make_key(pool)
