@@ -295,7 +295,6 @@ def remember_session(
     )
 
 
-def eligible_count(pool: Pool, now: datetime | None = None) -> int:
-    now = now or timezone.now()
-    members = PoolMembership.objects.filter(pool=pool, enabled=True).select_related("account")
-    return sum(1 for m in members if m.account.is_eligible(None, now))
+def current_account(account_id: int) -> UpstreamAccount | None:
+    """The account's row as it is now (an operator may have paused it since it was chosen)."""
+    return UpstreamAccount.objects.filter(pk=account_id).first()

@@ -102,15 +102,15 @@ def test_handshake_quota_counts_for_the_first_turn_only(pooler, simulator):
         logs(1, api_key=key_row)
         account.refresh_from_db()
         assert 20.0 <= account.primary_used_percent < 30.0
-        # A newer snapshot seen elsewhere (say the usage limit of an HTTP turn), then a turn whose events say
+        # A newer snapshot seen elsewhere (say an HTTP turn of another agent), then a turn whose events say
         # nothing of quota: the headers of this old handshake must not undo it.
-        type(account).objects.filter(pk=account.pk).update(primary_used_percent=100.0)
+        type(account).objects.filter(pk=account.pk).update(primary_used_percent=55.0)
         simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "no_rate_limits"}])
         ws.send(create_frame("second"))
         assert reply(read_turn(ws)) == "echo: second"
     logs(2, api_key=key_row)
     account.refresh_from_db()
-    assert account.primary_used_percent == 100.0
+    assert account.primary_used_percent == 55.0
 
 
 def test_a_turn_the_pooler_cannot_record_still_gets_its_answer(pooler, simulator):
@@ -223,3 +223,20 @@ async def test_consumer_relays_a_turn(simulator):
             break
     assert text == "echo: via communicator"
     await communicator.disconnect()
+
+
+def test_a_paused_account_stops_serving_an_open_connection(pooler, simulator):
+    pool = make_pool(strategy="fill_first")
+    first = make_account(pool, simulator, membership={"priority": 0})
+    second = make_account(pool, simulator, membership={"priority": 1})
+    key_row, key = make_key(pool)
+    with connect(ws_url(pooler), additional_headers=ws_headers(key)) as ws:
+        ws.send(create_frame("before"))
+        assert reply(read_turn(ws)) == "echo: before"
+        first.status = "paused"  # the operator pauses it while the agent keeps its connection open
+        first.save(update_fields=["status"])
+        ws.send(create_frame("after"))
+        assert reply(read_turn(ws)) == "echo: after"
+    rows = logs(2, api_key=key_row)
+    assert [row.account for row in rows] == [first, second]
+    assert rows[1].migrated_from == first and rows[1].migration_reason == "paused"
