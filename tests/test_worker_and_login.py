@@ -11,6 +11,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import AuditLog, RequestLog, SessionAffinity, UpstreamAccount
@@ -177,8 +178,11 @@ def test_two_overlapping_workers_refresh_each_account_exactly_once(simulator):
     wait_for_token_request_in_flight(simulator)
     second = manage("run_worker", "--once", "--no-quota", simulator=simulator)
     done = [refreshed_count(first), refreshed_count(second)]
-    # Both did part of the work and together each account once: no refresh token was spent twice.
-    assert sum(done) == len(accounts) and min(done) >= 1, done
+    # Together each account once: no refresh token was spent twice. On PostgreSQL both did part of the work
+    # (row locks); SQLite locks the whole file, so there the second worker finds nothing left.
+    assert sum(done) == len(accounts), done
+    if connection.vendor == "postgresql":
+        assert min(done) >= 1, done
     for account in accounts:
         assert simulator.get_account(account.chatgpt_account_id)["refresh_count"] == 1
         account.refresh_from_db()
@@ -324,6 +328,7 @@ def test_rotate_encryption_key_re_encrypts_every_secret(simulator):
     assert read_with_only(new_key, account, "access_token", simulator) == token
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="watches PostgreSQL's row locks (pg_locks)")
 def test_rotate_encryption_key_keeps_a_refresh_that_commits_meanwhile(simulator):
     from cryptography.fernet import Fernet
     from django.db import connection, transaction
