@@ -111,13 +111,11 @@ def mark_failure(account: UpstreamAccount, failure: UpstreamFailure) -> None:
     )
 
 
-# A key's last use is shown to operators to the minute; writing it on every turn would cost a query each.
-_LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-# A busy account serves many turns a second with the same quota figures; rewriting its row for each would
-# cost a statement per turn and make every turn of the pool queue on one row lock.
-_LAST_USED_RESOLUTION_ACCOUNT = timedelta(seconds=5)
+# Rows are rewritten only when they are out of date: a key's last use is shown to operators to the minute,
+# and a busy account serves many turns a second with the same quota figures (rewriting its row each time
+# would cost a statement per turn and queue every turn of the pool on one row lock).
+_KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
+_ACCOUNT_LAST_USED_RESOLUTION = timedelta(seconds=5)
 _RESET_TOLERANCE = timedelta(seconds=60)  # resets given as "in N seconds" drift with each answer
 
 
@@ -125,7 +123,7 @@ def _account_row_current(account: UpstreamAccount, turn: Turn, now) -> bool:
     """Whether the account's row (as read for this turn) already says what this turn would write."""
     if turn.outcome == "ok" and account.consecutive_failures:
         return False
-    if account.last_used_at is None or now - account.last_used_at > _LAST_USED_RESOLUTION_ACCOUNT:
+    if account.last_used_at is None or now - account.last_used_at > _ACCOUNT_LAST_USED_RESOLUTION:
         return False
     for name, value in turn.quota.items():
         stored = getattr(account, name)
@@ -154,7 +152,7 @@ def _write(turn: Turn) -> None:
             UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
         if plan is not None and turn.outcome in ("ok", "client_closed"):
             routing.remember_session(plan, key.pool, account, turn.migration_reason, now, turn.input_items)
-    if key is not None and (key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION):
+    if key is not None and (key.last_used_at is None or now - key.last_used_at >= _KEY_LAST_USED_RESOLUTION):
         PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     # Last: the row is what tells a reader (a test, an operator) that everything of the turn is written.

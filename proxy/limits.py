@@ -42,8 +42,7 @@ def _refuse(limit_name: str, detail: str, wait: float) -> RateLimited:
 
 def needs_admission(key: PoolApiKey) -> bool:
     """Whether turns of `key` are counted at all: a key without limits is admitted without a database step."""
-    limits = (key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent"), key.pool.rpm_limit)
-    return any(limits)
+    return any((key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent"), key.pool.rpm_limit))
 
 
 def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, counted: bool = True) -> int | None:
@@ -54,11 +53,11 @@ def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, coun
     no query (its turns hold no slot). A turn that is not `counted` (a websocket prewarm, which generates
     nothing) is refused when a limit is reached but does not use up requests per minute.
     """
+    if not needs_admission(key):
+        return None
     now = now or timezone.now()
     pool = key.pool
     rpm, tokens_per_day, max_concurrent = key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent")
-    if not needs_admission(key):
-        return None
     with transaction.atomic():
         if pool.rpm_limit:
             Pool.objects.select_for_update().filter(pk=pool.pk).values_list("pk").get()

@@ -38,16 +38,16 @@ async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Pla
     try:
         if turn.model:
             check_model(key, turn.model)
-        # Independent steps, so they overlap: the limits of the key and the choice of accounts.
-        if not limits.needs_admission(key):
-            turn.plan = await db.plan_turn(key.pool, turn.model, session)
-            return turn.plan
-        admission = asyncio.ensure_future(db.admit(key, turn.request_id, counted=not turn.is_prewarm))
+        # Independent steps, so they overlap: the limits of the key (when it has any) and the choice of accounts.
+        admission = None
+        if limits.needs_admission(key):
+            admission = asyncio.ensure_future(db.admit(key, turn.request_id, counted=not turn.is_prewarm))
         try:
             turn.plan = await db.plan_turn(key.pool, turn.model, session)
         finally:
-            # Also when planning failed or the client left: the slot admission took must reach finish().
-            turn.slot_id = await asyncio.shield(admission)
+            if admission is not None:
+                # Also when planning failed or the client left: the slot admission took must reach finish().
+                turn.slot_id = await asyncio.shield(admission)
         return turn.plan
     except PoolerError as error:
         await turn.settle(error.status, "rejected", error.code)
