@@ -1,7 +1,9 @@
 """ASGI entry: HTTP to Django (and /mcp to the MCP app), websockets to the Channels consumer."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pooler.settings")
@@ -24,6 +26,16 @@ django_with_static = ASGIStaticFilesHandler(django_asgi_app)
 with override_settings(MIDDLEWARE=settings.RUNTIME_MIDDLEWARE):
     runtime_django_app = get_asgi_application()
 
+# Django gives each request a thread of its own for the request's sync code, started and joined per request
+# (on the event loop, which then waits for a core); the runtime routes' only sync code is Django's
+# request_started/finished signals, so they share one thread instead.
+_runtime_sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runtime-sync")
+
+
+async def runtime_app(scope, receive, send):
+    async with ThreadSensitiveContext(executor=_runtime_sync_thread):
+        await runtime_django_app(scope, receive, send)
+
 
 async def http_app(scope, receive, send):
     """/mcp and /mcp/ go to the MCP server, the runtime routes to the lean Django, the rest to the admin's."""
@@ -31,7 +43,7 @@ async def http_app(scope, receive, send):
     if path in ("/mcp", "/mcp/"):
         return await mcp_app(scope, receive, send)
     if path.startswith(settings.RUNTIME_PATH_PREFIXES):
-        return await runtime_django_app(scope, receive, send)
+        return await runtime_app(scope, receive, send)
     return await django_with_static(scope, receive, send)
 
 

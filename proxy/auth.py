@@ -1,7 +1,5 @@
 """Pool API key authentication for every runtime route."""
 
-from django.utils import timezone
-
 from accounts.models import PoolApiKey
 
 from .dbthread import on_db_thread
@@ -15,19 +13,24 @@ def bearer_token(headers) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _lookup_key(raw: str) -> PoolApiKey | None:
-    return PoolApiKey.lookup(raw, PoolApiKey.objects.select_related("pool"))
-
-
-async def authenticate(headers) -> PoolApiKey:
-    """The live Pool API key of the request, or Unauthorized (also for MCP tokens)."""
+def require_bearer(headers) -> str:
+    """The bearer token of a request, or Unauthorized when it sent none."""
     raw = bearer_token(headers)
     if not raw:
         raise Unauthorized("Missing bearer authentication in header: use 'Authorization: Bearer <pool API key>'.")
-    key = await on_db_thread(_lookup_key)(raw)
+    return raw
+
+
+def lookup_key(raw: str) -> PoolApiKey:
+    """The live Pool API key for a raw bearer token, or Unauthorized (also for MCP tokens). Reads the database."""
+    key = PoolApiKey.lookup(raw, PoolApiKey.objects.select_related("pool"))
     if key is None:
         raise Unauthorized("Incorrect, revoked or expired Pool API key provided.")
     if not key.pool.enabled:
         raise Unauthorized("The pool of this API key is disabled.", code="pool_disabled")
-    key.seen_at = timezone.now()
     return key
+
+
+async def authenticate(headers) -> PoolApiKey:
+    """The live Pool API key of a request (turns check it in the same database step as their plan instead)."""
+    return await on_db_thread(lookup_key)(require_bearer(headers))

@@ -138,13 +138,13 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         """Admission for this turn; the candidate accounts (the connection's own account when it has one)."""
         require_model({"model": turn.model})
         if self.account is None:
-            plan = await begin(turn, self.key, session)
+            plan = await begin(turn, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         check_model(self.key, turn.model)
         current = await db.current_account(self.account.id)
         if current is None or current.ineligibility(turn.model, timezone.now()):
             # Paused, out of quota or needing a login since the last turn: chosen again, like a new turn.
-            plan = await begin(turn, self.key, session)
+            plan = await begin(turn, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         if limits.needs_admission(self.key):
             turn.slot_id = await db.admit(self.key, turn.request_id)

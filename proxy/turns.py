@@ -16,7 +16,17 @@ from accounts.models import PoolApiKey, UpstreamAccount
 
 from . import db, limits, metrics, migration, routing
 from .accounting import Turn, finish, observe_quota
-from .errors import Forbidden, PoolerError, RateLimited, UpstreamUnavailable, UsageLimitReached, error_response
+from .auth import lookup_key
+from .dbthread import on_db_thread
+from .errors import (
+    Forbidden,
+    PoolerError,
+    RateLimited,
+    Unauthorized,
+    UpstreamUnavailable,
+    UsageLimitReached,
+    error_response,
+)
 from .sse import SseWatcher
 from .tokens import RefreshFailed, refresh_account_async
 from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
@@ -33,25 +43,40 @@ def check_model(key: PoolApiKey, model: str) -> None:
         raise Forbidden(f"Model {model!r} is not allowed for this key or pool.", param="model")
 
 
-async def begin(turn: Turn, key: PoolApiKey, session: str | None) -> routing.Plan:
-    """Admission and account choice; a refusal is accounted (no upstream attempt) and raised."""
+def _prepare(turn: Turn, token: str, session: str | None) -> routing.Plan:
+    """Everything before the first byte that reads the database, in one trip to a db thread (every hop to a
+    thread waits for a core under load): the key when the turn has none yet, its limits, the accounts."""
+    if turn.key is None:
+        turn.key = lookup_key(token)
+    key = turn.key
+    if turn.model:
+        check_model(key, turn.model)
+    # The slot is on the turn before planning can fail, so finish() frees it whatever happens next.
+    turn.slot_id = limits.admit(key, turn.request_id, counted=not turn.is_prewarm)
+    turn.plan = routing.plan_turn(key.pool, turn.model, session)
+    return turn.plan
+
+
+_prepare_on_db_thread = on_db_thread(_prepare)
+
+
+async def begin(turn: Turn, session: str | None, token: str = "") -> routing.Plan:
+    """Authentication (given the bearer `token` of a turn without a key), admission and the account choice.
+
+    A refusal of a known key is accounted (no upstream attempt) and raised; a refused token is only raised.
+    """
+    step = asyncio.ensure_future(_prepare_on_db_thread(turn, token, session))
     try:
-        if turn.model:
-            check_model(key, turn.model)
-        # Independent steps, so they overlap: the limits of the key (when it has any) and the choice of accounts.
-        admission = None
-        if limits.needs_admission(key):
-            admission = asyncio.ensure_future(db.admit(key, turn.request_id, counted=not turn.is_prewarm))
-        try:
-            turn.plan = await db.plan_turn(key.pool, turn.model, session)
-        finally:
-            if admission is not None:
-                # Also when planning failed or the client left: the slot admission took must reach finish().
-                turn.slot_id = await asyncio.shield(admission)
-        return turn.plan
+        return await asyncio.shield(step)
+    except Unauthorized:
+        raise
     except PoolerError as error:
         await turn.settle(error.status, "rejected", error.code)
         raise
+    finally:
+        if not step.done():
+            # The client left during the step: let it end, so a slot it took reaches finish() and is freed.
+            await asyncio.wait([step])
 
 
 async def claim(turn: Turn, key: PoolApiKey, account: UpstreamAccount) -> bool:
@@ -168,10 +193,8 @@ def final_error(failures: list[UpstreamFailure]) -> PoolerError:
 class HttpTurn:
     """Runs one proxied request with failover; used by the backend routes and the /v1 surface."""
 
-    def __init__(
-        self, request, turn: Turn, key: PoolApiKey, *, path: str, method: str = "POST", raw: bytes | None = None
-    ):
-        self.request, self.turn, self.key, self.path, self.method = request, turn, key, path, method
+    def __init__(self, request, turn: Turn, token: str, *, path: str, method: str = "POST", raw: bytes | None = None):
+        self.request, self.turn, self.token, self.path, self.method = request, turn, token, path, method
         self.raw = raw
 
     async def open(
@@ -184,16 +207,18 @@ class HttpTurn:
         """
         turn = self.turn
         try:
-            plan = await begin(turn, self.key, session)
+            plan = await begin(turn, session, self.token)
             return await self._failover(plan, body, content_type)
         except PoolerError as error:
             return error_response(error, turn.request_id)
         except asyncio.CancelledError:
             # The client went away before the first byte: account the turn (and free its slot) all the same.
-            await turn.settle(499, "client_closed")
+            if turn.key is not None:
+                await turn.settle(499, "client_closed")
             raise
         except Exception:
-            await turn.settle(500, "internal_error", "internal_error")
+            if turn.key is not None:
+                await turn.settle(500, "internal_error", "internal_error")
             raise
 
     async def _failover(self, plan: routing.Plan, body: dict | bytes, content_type: str | None):
@@ -202,7 +227,7 @@ class HttpTurn:
         failures: list[UpstreamFailure] = []
         for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
             moved = plan.owner is not None and plan.owner.id != account.id
-            if not await claim(turn, self.key, account):
+            if not await claim(turn, turn.key, account):
                 turn.attempt(account, "at_capacity")
                 continue
             try:

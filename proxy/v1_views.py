@@ -16,13 +16,13 @@ def _failed_turn_error(watcher) -> PoolerError:
     return UpstreamUnavailable(message, code=error.get("code") or "upstream_error")
 
 
-@runtime_view(("POST",))
-async def responses(request, key, request_id):
+@runtime_view(("POST",), turn=True)
+async def responses(request, token, request_id):
     body = read_json(request)
     backend_body = openai_compat.responses_request(body)
     stream = bool(body.get("stream"))
     proxied, opened = await start_turn(
-        request, key, request_id, route="v1.responses", path="/responses", body=backend_body, stream=stream
+        request, token, request_id, route="v1.responses", path="/responses", body=backend_body, stream=stream
     )
     if isinstance(opened, HttpResponse):
         return opened
@@ -34,14 +34,14 @@ async def responses(request, key, request_id):
     return JsonResponse(response, headers={"x-request-id": request_id})
 
 
-@runtime_view(("POST",))
-async def responses_compact(request, key, request_id):
+@runtime_view(("POST",), turn=True)
+async def responses_compact(request, token, request_id):
     backend_body = openai_compat.responses_request(read_json(request))
     backend_body.pop("stream", None)
     backend_body.pop("store", None)
     proxied, opened = await start_turn(
         request,
-        key,
+        token,
         request_id,
         route="v1.responses.compact",
         path="/responses/compact",
@@ -51,13 +51,13 @@ async def responses_compact(request, key, request_id):
     return opened if isinstance(opened, HttpResponse) else await proxied.read_all(opened)
 
 
-@runtime_view(("POST",))
-async def chat_completions(request, key, request_id):
+@runtime_view(("POST",), turn=True)
+async def chat_completions(request, token, request_id):
     body = read_json(request)
     backend_body = openai_compat.chat_request(body)
     stream = bool(body.get("stream"))
     proxied, opened = await start_turn(
-        request, key, request_id, route="v1.chat.completions", path="/responses", body=backend_body, stream=stream
+        request, token, request_id, route="v1.chat.completions", path="/responses", body=backend_body, stream=stream
     )
     if isinstance(opened, HttpResponse):
         return opened

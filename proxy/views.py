@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import metrics
 from .accounting import Turn
-from .auth import authenticate
+from .auth import authenticate, require_bearer
 from .body import decode_body, parse_json_object, require_model
 from .errors import NotFound, PayloadTooLarge, PoolerError, error_response
 from .models_list import pool_models
@@ -21,11 +21,12 @@ from .turns import HttpTurn, Opened, new_request_id
 log = logging.getLogger("pooler.views")
 
 
-def runtime_view(methods: tuple[str, ...]):
+def runtime_view(methods: tuple[str, ...], *, turn: bool = False):
     """Async view guard: method check, Pool API key, and every PoolerError as an OpenAI-shaped error.
 
-    Turns are counted in the metrics when they are accounted; every other answer (refusals before a turn,
-    model lists) is counted here, under the view's name.
+    A view gets the authenticated key; a `turn` view gets the bearer token instead, which its turn checks in
+    the same database step as admission and routing (see turns.begin). Turns are counted in the metrics
+    when they are accounted; every other answer (refusals before a turn, model lists) is counted here.
     """
 
     def decorate(view):
@@ -35,9 +36,11 @@ def runtime_view(methods: tuple[str, ...]):
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
             request_id = new_request_id()
-            response = await _guarded(view, methods, request, request_id, *args, **kwargs)
-            if not getattr(request, "pooler_turn", False):
-                key = getattr(request, "pooler_key", None)
+            request.pooler_key = request.pooler_turn = None
+            response = await _guarded(view, methods, turn, request, request_id, *args, **kwargs)
+            accounted = request.pooler_turn is not None and request.pooler_turn.key is not None
+            if not accounted:
+                key = request.pooler_key
                 metrics.REQUESTS.labels(route, str(response.status_code), key.pool.name if key else "").inc()
             return response
 
@@ -47,17 +50,21 @@ def runtime_view(methods: tuple[str, ...]):
     return decorate
 
 
-async def _guarded(view, methods, request, request_id, *args, **kwargs) -> HttpResponse:
+async def _guarded(view, methods, turn, request, request_id, *args, **kwargs) -> HttpResponse:
     try:
         if request.method not in methods:
             raise PoolerError(f"Method {request.method} not allowed here.", status=405, code="method_not_allowed")
+        token = require_bearer(request.headers)
+        if turn:
+            return await view(request, token, request_id, *args, **kwargs)
         request.pooler_key = await authenticate(request.headers)
         return await view(request, request.pooler_key, request_id, *args, **kwargs)
     except PoolerError as error:
-        return error_response(error, request_id)
+        return error_response(await _for_caller(request, error), request_id)
     except RequestDataTooBig:
         limit = settings.POOLER_MAX_BODY_BYTES
-        return error_response(PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes."), request_id)
+        error = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        return error_response(await _for_caller(request, error), request_id)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -66,6 +73,20 @@ async def _guarded(view, methods, request, request_id, *args, **kwargs) -> HttpR
             PoolerError("The pooler hit an internal error.", status=500, code="internal_error", type="server_error"),
             request_id,
         )
+
+
+async def _for_caller(request, error: PoolerError) -> PoolerError:
+    """A turn view reads its body before its key is checked: a caller without a valid key hears 401, never
+    what was wrong with the body."""
+    if error.status == 401 or request.pooler_key is not None:
+        return error
+    if request.pooler_turn is not None and request.pooler_turn.key is not None:
+        return error
+    try:
+        request.pooler_key = await authenticate(request.headers)
+    except PoolerError as refused:
+        return refused
+    return error
 
 
 def read_body(request) -> bytes:
@@ -79,7 +100,7 @@ def read_json(request) -> dict:
 
 async def start_turn(
     request,
-    key,
+    token: str,
     request_id,
     *,
     route: str,
@@ -97,24 +118,23 @@ async def start_turn(
     turn = Turn(
         request_id=request_id,
         route=route,
-        key=key,
         model=require_model(json_body) if json_body else "",
         client_ip=request.META.get("REMOTE_ADDR") or None,
         is_stream=stream,
     )
-    proxied = HttpTurn(request, turn, key, path=path, raw=raw)
-    request.pooler_turn = True  # counted in the metrics when the turn is accounted
+    proxied = HttpTurn(request, turn, token, path=path, raw=raw)
+    request.pooler_turn = turn  # counted in the metrics when the turn is accounted
     return proxied, await proxied.open(body, sticky_key(request.headers, json_body), content_type)
 
 
-@runtime_view(("POST",))
-async def responses(request, key, request_id):
+@runtime_view(("POST",), turn=True)
+async def responses(request, token, request_id):
     """POST /backend-api/codex/responses: one streamed Codex turn."""
     raw = read_body(request)
     body = parse_json_object(raw)
     proxied, opened = await start_turn(
         request,
-        key,
+        token,
         request_id,
         route="codex.responses",
         path="/responses",
@@ -125,13 +145,13 @@ async def responses(request, key, request_id):
     return opened if isinstance(opened, HttpResponse) else proxied.stream(opened)
 
 
-@runtime_view(("POST",))
-async def compact(request, key, request_id):
+@runtime_view(("POST",), turn=True)
+async def compact(request, token, request_id):
     """POST /backend-api/codex/responses/compact: the compacted history, passed through untouched."""
     raw = read_body(request)
     proxied, opened = await start_turn(
         request,
-        key,
+        token,
         request_id,
         route="codex.compact",
         path="/responses/compact",
@@ -149,13 +169,13 @@ async def models(request, key, request_id):
     return JsonResponse({"models": listing}, headers={"x-request-id": request_id})
 
 
-@runtime_view(("POST",))
-async def realtime_calls(request, key, request_id):
+@runtime_view(("POST",), turn=True)
+async def realtime_calls(request, token, request_id):
     """POST /backend-api/codex/realtime/calls: SDP offer in, SDP answer out, nothing translated."""
     query = f"?{request.GET.urlencode()}" if request.GET else ""
     proxied, opened = await start_turn(
         request,
-        key,
+        token,
         request_id,
         route="codex.realtime_calls",
         path="/realtime/calls" + query,

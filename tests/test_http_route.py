@@ -229,6 +229,22 @@ def test_body_limits_and_invalid_json(pooler, simulator):
     assert odd.status_code == 400 and odd.json()["error"]["param"] == "model"
 
 
+def test_a_caller_without_a_valid_key_hears_401_whatever_its_body(pooler, simulator):
+    """A turn's key is checked with its plan, after the body is read: a bad body must not answer first."""
+    pool = make_pool()
+    make_account(pool, simulator)
+    url = f"{pooler.codex_base_url}/responses"
+    huge = b'{"model": "gpt-5.2", "input": "' + b"x" * (16 * 1024 * 1024 + 1) + b'"}'
+    for content in (b"{nope", huge, b'{"model": 7}'):
+        for key in ("cpk_nope_nope", None):
+            headers = session_headers(key) if key else {"content-type": "application/json"}
+            response = httpx.post(url, content=content, headers=headers, timeout=60)
+            assert response.status_code == 401, (content[:20], key, response.text)
+    before = RequestLog.objects.count()
+    assert post_turn(pooler, "cpk_nope_nope").status_code == 401
+    assert RequestLog.objects.count() == before  # a refused key is no turn of anyone's
+
+
 def test_zstd_and_gzip_bodies_are_accepted(pooler, simulator):
     import gzip
     import json
