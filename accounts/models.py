@@ -186,7 +186,9 @@ class HashedSecret(models.Model):
         prefix = secrets.prefix_of(raw)
         if not raw.startswith(cls.SECRET_KIND + "_"):
             return None
-        row = (queryset if queryset is not None else cls.objects).filter(prefix=prefix).first()
+        # The prefix is unique: a slice, not first(), which would compile and run an ORDER BY for one row.
+        rows = list((queryset if queryset is not None else cls.objects).filter(prefix=prefix)[:1])
+        row = rows[0] if rows else None
         if row is None or not row.matches(raw) or not row.is_usable(timezone.now()):
             return None
         return row

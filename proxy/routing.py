@@ -159,7 +159,8 @@ def _candidates(
     snapshot = _snapshot(pool, now, reload)
     proposed = _proposals(snapshot, model, now, settings.POOLER_MAX_ATTEMPTS + 2)
     wanted = proposed + ([owner_id] if owner_id and owner_id not in proposed else [])
-    fresh = {a.id: a for a in UpstreamAccount.objects.filter(pk__in=wanted)} if wanted else {}
+    rows = UpstreamAccount.objects.filter(pk__in=wanted).defer("id_token")  # not needed to send a turn
+    fresh = {a.id: a for a in rows} if wanted else {}
     _with_open_turns(list(fresh.values()), now)
     ordered = [
         fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now) and _has_capacity(fresh[i])
@@ -171,13 +172,14 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
     """The ordered candidates for a turn; raises when none can serve (429 with the soonest reset, or 503)."""
     now = now or timezone.now()
     session_hash = hash_session(session) if session else None
-    affinity, pinned_until, foreign_items = (
-        SessionAffinity.objects.filter(pool=pool, session_key_hash=session_hash, expires_at__gt=now)
-        .values_list("account_id", "expires_at", "foreign_items")
-        .first()
+    pins = (
+        SessionAffinity.objects.filter(pool=pool, session_key_hash=session_hash, expires_at__gt=now).values_list(
+            "account_id", "expires_at", "foreign_items"
+        )[:1]  # unique per pool: no ORDER BY
         if session_hash
-        else None
-    ) or (None, None, 0)
+        else ()
+    )
+    affinity, pinned_until, foreign_items = next(iter(pins), (None, None, 0))
     ordered, fresh, snapshot = _candidates(pool, model, affinity, now)
     owner = fresh.get(affinity) if affinity else None
     owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)

@@ -4,10 +4,13 @@ import json
 import time
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 from django.conf import settings
 
 from accounts.models import UpstreamAccount
+
+from .asyncio_backend import AsyncioBackend
 
 # Never forwarded upstream: the client's credentials, hop-by-hop headers, and what httpx sets itself.
 _DROP_REQUEST_HEADERS = {
@@ -61,15 +64,30 @@ def client() -> httpx.AsyncClient:
     if _client is None:
         _client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.POOLER_READ_TIMEOUT, connect=settings.POOLER_CONNECT_TIMEOUT),
-            # Every new request checks each idle kept-alive connection (a syscall each): keep only a few.
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=settings.POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS,
-                keepalive_expiry=60,
-            ),
+            transport=_transport(),
             follow_redirects=False,
         )
     return _client
+
+
+def _transport() -> httpx.AsyncHTTPTransport:
+    """httpx's transport over a connection pool on the asyncio network backend (see asyncio_backend.py)."""
+    # Every new request checks each idle kept-alive connection (a syscall each): keep only a few.
+    limits = httpx.Limits(
+        max_connections=None,
+        max_keepalive_connections=settings.POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS,
+        keepalive_expiry=60,
+    )
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    # httpx takes no network backend of its own: its pool is replaced by the same pool built with one.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
 
 
 def upstream_headers(client_headers, account: UpstreamAccount, *, content_type: str | None = None) -> dict:
