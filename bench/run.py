@@ -228,13 +228,14 @@ def main() -> None:
     db = logs / "bench.sqlite3"
     db.unlink(missing_ok=True)
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{db}")
+    deployed = production_env()
     stack = start_stack(
         free_port(),
         "bench",
         3,
         sim_fields={"percent_per_turn": 0.0, "deltas": 60},
         logs=logs,
-        pooler_env=production_env(),
+        pooler_env=deployed,
     )
     pooler_pid = stack.processes[-1].pid
     direct, pooled = targets(stack)
@@ -319,7 +320,7 @@ def main() -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ},
+        env={**os.environ, **deployed},
         check=True,
     )
     for row in json.loads(routing.stdout.strip().splitlines()[-1]):

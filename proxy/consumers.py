@@ -20,7 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 from websockets.protocol import State
 
-from . import db, limits, metrics, migration, routing
+from . import db, metrics, migration, routing
 from .accounting import Turn, finish
 from .auth import authenticate
 from .body import require_model
@@ -28,7 +28,7 @@ from .errors import PoolerError, UpstreamUnavailable
 from .quota import from_headers, from_usage_payload
 from .sse import observe_event
 from .tokens import RefreshFailed, refresh_account_async
-from .turns import begin, check_model, claim, final_error, fresh_account, new_request_id, refresh_failure
+from .turns import begin, check_model, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure
 from .upstream import UpstreamFailure, failure_from_response, upstream_headers
 
 log = logging.getLogger("pooler.websocket")
@@ -141,13 +141,10 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             plan = await begin(turn, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         check_model(self.key, turn.model)
-        current = await db.current_account(self.account.id)
-        if current is None or current.ineligibility(turn.model, timezone.now()):
+        if await recheck(turn, self.account.id) is None:
             # Paused, out of quota or needing a login since the last turn: chosen again, like a new turn.
             plan = await begin(turn, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
-        if limits.needs_admission(self.key):
-            turn.slot_id = await db.admit(self.key, turn.request_id)
         turn.plan = routing.Plan(
             accounts=[self.account],
             session_hash=self.plan.session_hash if self.plan else None,

@@ -1,12 +1,10 @@
-"""The database steps of the turn paths (HTTP and websocket), awaitable."""
+"""The database steps of the turn paths (HTTP and websocket), awaitable (the steps before a turn's first
+byte are in turns.py, each one trip to a db thread)."""
 
 from . import accounting, limits, routing
 from .dbthread import on_db_thread
 
-admit = on_db_thread(limits.admit)
 claim_account = on_db_thread(limits.claim_account)
-release = on_db_thread(limits.release)
 plan_turn = on_db_thread(routing.plan_turn)
-current_account = on_db_thread(routing.current_account)
 mark_failure = on_db_thread(accounting.mark_failure)
 held_error = on_db_thread(routing.held_error)

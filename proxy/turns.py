@@ -57,7 +57,25 @@ def _prepare(turn: Turn, token: str, session: str | None) -> routing.Plan:
     return turn.plan
 
 
-_prepare_on_db_thread = on_db_thread(_prepare)
+def _recheck(turn: Turn, account_id: int) -> UpstreamAccount | None:
+    """A later turn on an open websocket, in one database step: the connection's account as it is now, and
+    the key's admission when the account can still serve the turn (None when it cannot: planned anew)."""
+    current = routing.current_account(account_id)
+    if current is None or current.ineligibility(turn.model, timezone.now()):
+        return None
+    turn.slot_id = limits.admit(turn.key, turn.request_id, counted=not turn.is_prewarm)
+    return current
+
+
+async def _run_to_end(step, *args):
+    """A database step that runs to its end even when the client leaves meanwhile: a slot it takes must reach
+    finish() to be freed."""
+    task = asyncio.ensure_future(on_db_thread(step)(*args))
+    try:
+        return await asyncio.shield(task)
+    finally:
+        if not task.done():
+            await asyncio.wait([task])
 
 
 async def begin(turn: Turn, session: str | None, token: str = "") -> routing.Plan:
@@ -65,18 +83,18 @@ async def begin(turn: Turn, session: str | None, token: str = "") -> routing.Pla
 
     A refusal of a known key is accounted (no upstream attempt) and raised; a refused token is only raised.
     """
-    step = asyncio.ensure_future(_prepare_on_db_thread(turn, token, session))
     try:
-        return await asyncio.shield(step)
+        return await _run_to_end(_prepare, turn, token, session)
     except Unauthorized:
         raise
     except PoolerError as error:
         await turn.settle(error.status, "rejected", error.code)
         raise
-    finally:
-        if not step.done():
-            # The client left during the step: let it end, so a slot it took reaches finish() and is freed.
-            await asyncio.wait([step])
+
+
+async def recheck(turn: Turn, account_id: int) -> UpstreamAccount | None:
+    """See _recheck (a refusal by the key's limits is raised, for the caller to account)."""
+    return await _run_to_end(_recheck, turn, account_id)
 
 
 async def claim(turn: Turn, key: PoolApiKey, account: UpstreamAccount) -> bool:
