@@ -11,9 +11,10 @@ def measure(sizes=(10, 1000, 10000), rounds: int = 200) -> list[dict]:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pooler.settings")
     django.setup()
     from django.core.management import call_command
+    from django.utils import timezone
 
     from accounts.models import Pool, PoolMembership, UpstreamAccount
-    from proxy.routing import plan_turn
+    from proxy.routing import _load_snapshot, plan_turn
 
     call_command("migrate", verbosity=0)
     results = []
@@ -36,8 +37,16 @@ def measure(sizes=(10, 1000, 10000), rounds: int = 200) -> list[dict]:
             plan_turn(pool, "gpt-5.2", f"session-{i % 20}")
             timings.append((time.perf_counter() - start) * 1000)
         timings.sort()
+        start = time.perf_counter()
+        _load_snapshot(pool, timezone.now())  # what a turn waits for when the process re-reads the pool
+        snapshot_ms = (time.perf_counter() - start) * 1000
         results.append(
-            {"accounts": size, "p50_ms": statistics.median(timings), "p99_ms": timings[int(len(timings) * 0.99) - 1]}
+            {
+                "accounts": size,
+                "p50_ms": statistics.median(timings),
+                "p99_ms": timings[int(len(timings) * 0.99) - 1],
+                "snapshot_ms": snapshot_ms,
+            }
         )
         UpstreamAccount.objects.filter(pk__in=[a.pk for a in accounts]).delete()
         pool.delete()

@@ -14,7 +14,6 @@ from django.utils import timezone
 from accounts.models import (
     ConcurrencySlot,
     Pool,
-    PoolMembership,
     SessionAffinity,
     SessionMigration,
     Strategy,
@@ -68,43 +67,63 @@ class _Snapshot:
     """
 
     loaded_at: float
+    load_seconds: float
     strategy: str
-    accounts: list[UpstreamAccount]  # tokens deferred
+    accounts: list[UpstreamAccount]  # only the fields below
     cumulative_weights: list[int]
     rotation: int = 0
+
+    def fresh_enough(self) -> bool:
+        # A big pool's snapshot takes a while to read (about half a second for 10,000 accounts here): it is
+        # read again at most every 50 times that, so reading it costs a process at most 2% of its time.
+        lifetime = max(settings.POOLER_ROUTING_CACHE_SECONDS, 50 * self.load_seconds)
+        return time.monotonic() - self.loaded_at < lifetime
 
 
 # Keyed by id and creation time: test databases roll back and reuse ids.
 _snapshots: dict[tuple, _Snapshot] = {}
-_SNAPSHOT_FIELDS_DEFERRED = ("access_token", "refresh_token", "id_token")
+# What ordering and eligibility read (see UpstreamAccount.ineligibility and available_at): no tokens.
+_SNAPSHOT_FIELDS = (
+    "status",
+    "cooldown_until",
+    "cooldown_reason",
+    "model_slugs",
+    "reserve_percent",
+    "primary_used_percent",
+    "primary_resets_at",
+    "secondary_used_percent",
+    "secondary_resets_at",
+    "last_used_at",
+)
 
 
 def _load_snapshot(pool: Pool, now: datetime) -> _Snapshot:
-    members = list(
-        PoolMembership.objects.filter(pool=pool, enabled=True)
-        .select_related("account")
-        .defer(*(f"account__{name}" for name in _SNAPSHOT_FIELDS_DEFERRED))
+    started = time.monotonic()
+    accounts = list(
+        UpstreamAccount.objects.filter(memberships__pool=pool, memberships__enabled=True)
+        .only(*_SNAPSHOT_FIELDS)
+        .annotate(priority=F("memberships__priority"), weight=F("memberships__weight"))
     )
     epoch = datetime.min.replace(tzinfo=now.tzinfo)
     if pool.strategy == Strategy.ROUND_ROBIN:
         # The least recently used first, then each process rotates through the list.
-        members.sort(key=lambda m: (m.account.last_used_at or epoch, m.account.id))
+        accounts.sort(key=lambda a: (a.last_used_at or epoch, a.id))
     elif pool.strategy in (Strategy.FILL_FIRST, Strategy.WEIGHTED):
-        members.sort(key=lambda m: (m.priority, m.account.id))
+        accounts.sort(key=lambda a: (a.priority, a.id))
     else:  # least_used: most headroom in the primary window, then the secondary
-        members.sort(key=lambda m: (*m.account.window_used(now), m.account.id))
+        accounts.sort(key=lambda a: (*a.window_used(now), a.id))
     weights, total = [], 0
-    for m in members:
-        total += max(m.weight, 1)
+    for account in accounts:
+        total += max(account.weight, 1)
         weights.append(total)
-    return _Snapshot(time.monotonic(), pool.strategy, [m.account for m in members], weights)
+    loaded = time.monotonic()
+    return _Snapshot(loaded, loaded - started, pool.strategy, accounts, weights)
 
 
 def _snapshot(pool: Pool, now: datetime, reload: bool = False) -> _Snapshot:
     key = (pool.id, pool.created_at)
     cached = _snapshots.get(key)
-    fresh_enough = cached is not None and time.monotonic() - cached.loaded_at < settings.POOLER_ROUTING_CACHE_SECONDS
-    if reload or not fresh_enough or cached.strategy != pool.strategy:
+    if reload or cached is None or not cached.fresh_enough() or cached.strategy != pool.strategy:
         cached = _snapshots[key] = _load_snapshot(pool, now)
     return cached
 
