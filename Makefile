@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 4000
 CODEX_VERSION := 0.169.0
 
-.PHONY: run test test-fast lint demo bench soak codex-cli chromium clean
+.PHONY: run test test-fast lint demo bench profile soak codex-cli chromium clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ demo: $(VENV)/.installed codex-cli
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run
+
+profile: $(VENV)/.installed
+	$(PY) -m bench.profile
 
 soak: $(VENV)/.installed
 	$(PY) -m bench.soak

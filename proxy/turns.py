@@ -131,8 +131,8 @@ async def _send(
     request = client().build_request(
         method,
         account.upstream_base_url + path,
-        headers=upstream_headers(headers, account, content_type=content_type),
-        content=content,
+        headers={**upstream_headers(headers, account, content_type=content_type), "content-length": str(len(content))},
+        content=_sent_once(content),
     )
     try:
         # Response headers count toward the first-byte wait: a backend that hangs before them is skipped too.
@@ -141,6 +141,12 @@ async def _send(
         raise UpstreamFailure("timeout", message="upstream timed out before answering") from None
     except httpx.HTTPError as exc:
         raise UpstreamFailure("connect", message=f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+async def _sent_once(content: bytes) -> AsyncIterator[bytes]:
+    """The body as a stream: once written it is no longer held by the request, which lives as long as the
+    answer streams (bytes given as content would be)."""
+    yield content
 
 
 async def open_upstream(
@@ -259,6 +265,7 @@ class HttpTurn:
                 if plan.hold and not moved:
                     return await self._refuse(await db.held_error(account, failure.code or failure.kind), failures)
                 continue
+            self.raw = None  # the upstream has it
             turn.attempt(account, "ok", opened.response.status_code)
             turn.account, turn.status_code = account, opened.response.status_code
             turn.first_byte_at = time.monotonic()

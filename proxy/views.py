@@ -90,8 +90,14 @@ async def _for_caller(request, error: PoolerError) -> PoolerError:
 
 
 def read_body(request) -> bytes:
-    """The request body after its Content-Encoding."""
-    return decode_body(request.body, request.headers.get("content-encoding", ""))
+    """The request body after its Content-Encoding (too large a body is refused in decode_body).
+
+    Read from the request's stream, which is then closed, rather than `request.body`, which the request
+    would keep: a turn's body is let go once the upstream has it, however long the answer streams.
+    """
+    raw = request.read(settings.POOLER_MAX_BODY_BYTES + 1)
+    request.close()
+    return decode_body(raw, request.headers.get("content-encoding", ""))
 
 
 def read_json(request) -> dict:
