@@ -4,7 +4,8 @@ import math
 from datetime import datetime, time, timedelta
 
 from django.db import transaction
-from django.db.models import Min, Sum
+from django.db.models import F, Func, Min, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog, UpstreamAccount
@@ -16,21 +17,20 @@ SLOT_LIFETIME = timedelta(hours=2)
 WINDOW = timedelta(minutes=1)
 
 
-def _rpm_wait(filter_kwargs: dict, limit: int, now: datetime) -> float | None:
-    """Seconds until a requests-per-minute window has room, or None when it has room now."""
-    recent = Admission.objects.filter(at__gt=now - WINDOW, **filter_kwargs)
-    if recent.count() < limit:
-        return None
-    oldest = recent.aggregate(oldest=Min("at"))["oldest"]
-    return (oldest + WINDOW - now).total_seconds()
+def _rpm_wait(filter_kwargs: dict, now: datetime) -> float:
+    """Seconds until a full requests-per-minute window has room again (its oldest admission leaves it)."""
+    oldest = Admission.objects.filter(at__gt=now - WINDOW, **filter_kwargs).aggregate(oldest=Min("at"))["oldest"]
+    return (oldest + WINDOW - now).total_seconds() if oldest else 1.0
 
 
-def _tokens_wait(key: PoolApiKey, limit: int, now: datetime) -> float | None:
-    day_start = datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
-    spent = RequestLog.objects.filter(api_key=key, created_at__gte=day_start).aggregate(n=Sum("total_tokens"))["n"]
-    if (spent or 0) < limit:
-        return None
-    return (day_start + timedelta(days=1) - now).total_seconds()
+def _day_start(now: datetime) -> datetime:
+    return datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
+
+
+def _aggregate(queryset, function: str, field: str = "pk"):
+    """One aggregate of `queryset` as a subquery of the row being locked (no GROUP BY, so it is one value)."""
+    summary = queryset.order_by().annotate(value=Func(F(field), function=function)).values("value")
+    return Coalesce(Subquery(summary[:1]), 0)
 
 
 def _refuse(limit_name: str, detail: str, wait: float) -> RateLimited:
@@ -62,17 +62,34 @@ def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, coun
         if pool.rpm_limit:
             Pool.objects.select_for_update().filter(pk=pool.pk).values_list("pk").get()
         PoolApiKey.objects.select_for_update().filter(pk=key.pk).values_list("pk").get()
-        if rpm and (wait := _rpm_wait({"api_key": key}, rpm, now)) is not None:
-            raise _refuse("key_rpm_limit", f"{rpm} requests per minute for this key", wait)
-        if pool.rpm_limit and (wait := _rpm_wait({"pool": pool}, pool.rpm_limit, now)) is not None:
+        # Counted in one statement, after the locks: a statement sees what was committed when it started, so
+        # counting in the locking statement would miss a turn admitted while it waited for the lock.
+        counts = {}
+        if rpm:
+            last_minute = Admission.objects.filter(api_key=OuterRef("pk"), at__gt=now - WINDOW)
+            counts["recent"] = _aggregate(last_minute, "COUNT")
+        if pool.rpm_limit:
+            counts["pool_recent"] = _aggregate(Admission.objects.filter(pool=pool, at__gt=now - WINDOW), "COUNT")
+        if tokens_per_day:
+            today = RequestLog.objects.filter(api_key=OuterRef("pk"), created_at__gte=_day_start(now))
+            counts["spent"] = _aggregate(today, "SUM", "total_tokens")
+        if max_concurrent:
+            open_slots = ConcurrencySlot.objects.filter(api_key=OuterRef("pk"), expires_at__gt=now)
+            counts["open"] = _aggregate(open_slots, "COUNT")
+        row = PoolApiKey.objects.filter(pk=key.pk).values(**counts).get()
+        if rpm and row["recent"] >= rpm:
+            raise _refuse("key_rpm_limit", f"{rpm} requests per minute for this key", _rpm_wait({"api_key": key}, now))
+        if pool.rpm_limit and row["pool_recent"] >= pool.rpm_limit:
+            wait = _rpm_wait({"pool": pool}, now)
             raise _refuse("pool_rpm_limit", f"{pool.rpm_limit} requests per minute for this pool", wait)
-        if tokens_per_day and (wait := _tokens_wait(key, tokens_per_day, now)) is not None:
+        if tokens_per_day and row["spent"] >= tokens_per_day:
+            wait = (_day_start(now) + timedelta(days=1) - now).total_seconds()
             raise _refuse("key_tokens_per_day_limit", f"{tokens_per_day} tokens per day for this key", wait)
         if counted and (rpm or pool.rpm_limit):
             Admission.objects.create(pool=pool, api_key=key, at=now)
         if not max_concurrent:
             return None
-        if ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count() >= max_concurrent:
+        if row["open"] >= max_concurrent:
             raise _refuse("key_concurrency_limit", f"{max_concurrent} concurrent streams for this key", 1)
         return ConcurrencySlot.objects.create(api_key=key, request_id=request_id, expires_at=now + SLOT_LIFETIME).id
 
@@ -108,7 +125,7 @@ def release(slot_id: int | None) -> None:
 def key_usage(key: PoolApiKey, now: datetime | None = None) -> dict:
     """Current usage of a key against its limits (admin, MCP)."""
     now = now or timezone.now()
-    day_start = datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
+    day_start = _day_start(now)
     return {
         "requests_last_minute": Admission.objects.filter(api_key=key, at__gt=now - WINDOW).count(),
         "tokens_today": RequestLog.objects.filter(api_key=key, created_at__gte=day_start).aggregate(
