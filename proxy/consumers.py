@@ -26,7 +26,7 @@ from .auth import authenticate
 from .body import require_model
 from .errors import PoolerError, UpstreamUnavailable
 from .quota import from_headers, from_usage_payload
-from .sse import observe_event
+from .sse import WATCHED_IN_FRAMES, observe_event
 from .tokens import RefreshFailed, refresh_account_async
 from .turns import begin, check_model, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure
 from .upstream import UpstreamFailure, failure_from_response, upstream_headers
@@ -380,8 +380,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
                 await self.close(code=1011)
 
     def _observe(self, state: _TurnState, text: str) -> None:
-        if '"type"' not in text:
-            return
+        if not any(marker in text for marker in WATCHED_IN_FRAMES):
+            return  # a delta or other event the turn's accounting does not read: passed on unparsed
         try:
             event = json.loads(text)
         except ValueError:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 # The watcher parses only these events; every other event passes through untouched and unparsed.
 _WATCHED = (b"response.completed", b"response.failed", b"response.incomplete", b'"error"', b"codex.rate_limits")
+WATCHED_IN_FRAMES = tuple(marker.decode() for marker in _WATCHED)  # the same, for websocket text frames
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 
 
