@@ -14,7 +14,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.run import EVENTS_PER_TURN, REPO, production_env, run_turns, set_event_delay, targets
+from bench.run import EVENTS_PER_TURN, REPO, production_env, run_turns, set_event_delay, targets, write_report
 from bench.stack import free_port, start_stack
 
 PROFILE = REPO / "bench" / "PROFILE.md"
@@ -93,8 +93,7 @@ def main() -> None:
         *[f"| {share:.1f}% | `{frame}` |" for share, frame in own],
         "",
     ]
-    PROFILE.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(PROFILE, lines)
 
 
 if __name__ == "__main__":

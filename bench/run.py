@@ -424,8 +424,14 @@ def write_results(rows, args) -> None:
         *targets_met(rows),
         "",
     ]
-    RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(RESULTS, lines)
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """A Markdown report, written and shown."""
+    text = "\n".join(lines)
+    path.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
