@@ -38,8 +38,7 @@ def runtime_view(methods: tuple[str, ...], *, turn: bool = False):
             request_id = new_request_id()
             request.pooler_key = request.pooler_turn = None
             response = await _guarded(view, methods, turn, request, request_id, *args, **kwargs)
-            accounted = request.pooler_turn is not None and request.pooler_turn.key is not None
-            if not accounted:
+            if not _turn_accounted(request):
                 key = request.pooler_key
                 metrics.REQUESTS.labels(route, str(response.status_code), key.pool.name if key else "").inc()
             return response
@@ -54,9 +53,8 @@ async def _guarded(view, methods, turn, request, request_id, *args, **kwargs) ->
     try:
         if request.method not in methods:
             raise PoolerError(f"Method {request.method} not allowed here.", status=405, code="method_not_allowed")
-        token = require_bearer(request.headers)
         if turn:
-            return await view(request, token, request_id, *args, **kwargs)
+            return await view(request, require_bearer(request.headers), request_id, *args, **kwargs)
         request.pooler_key = await authenticate(request.headers)
         return await view(request, request.pooler_key, request_id, *args, **kwargs)
     except PoolerError as error:
@@ -75,12 +73,15 @@ async def _guarded(view, methods, turn, request, request_id, *args, **kwargs) ->
         )
 
 
+def _turn_accounted(request) -> bool:
+    """Whether the request became a turn of a known key (accounted, and counted in the metrics, as one)."""
+    return request.pooler_turn is not None and request.pooler_turn.key is not None
+
+
 async def _for_caller(request, error: PoolerError) -> PoolerError:
     """A turn view reads its body before its key is checked: a caller without a valid key hears 401, never
     what was wrong with the body."""
-    if error.status == 401 or request.pooler_key is not None:
-        return error
-    if request.pooler_turn is not None and request.pooler_turn.key is not None:
+    if error.status == 401 or request.pooler_key is not None or _turn_accounted(request):
         return error
     try:
         request.pooler_key = await authenticate(request.headers)

@@ -298,13 +298,18 @@ def test_websocket_cut_midway_closes_the_client(faulty, simulator):
     assert_nothing_leaked(simulator, key_row)
 
 
-def test_websocket_client_disconnect_mid_turn_closes_the_upstream(faulty, simulator):
-    first, _, key_row, key = two_accounts(simulator)
-    simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.3}])
+def start_turn_then_leave(faulty, key: str, leave) -> None:
+    """Open a websocket, start a turn, call `leave(ws)`, then close the connection."""
     url = faulty.codex_base_url.replace("http://", "ws://") + "/responses"
     with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
         ws.send(json.dumps({"type": "response.create", **turn_body()}))
-        ws.recv(timeout=10)
+        leave(ws)
+
+
+def test_websocket_client_disconnect_mid_turn_closes_the_upstream(faulty, simulator):
+    first, _, key_row, key = two_accounts(simulator)
+    simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.3}])
+    start_turn_then_leave(faulty, key, lambda ws: ws.recv(timeout=10))  # after the first event
     assert log_of(key_row).outcome == "client_closed"
     wait_for_no_open_websockets(simulator, timeout=10)
     assert_nothing_leaked(simulator, key_row)
@@ -313,10 +318,7 @@ def test_websocket_client_disconnect_mid_turn_closes_the_upstream(faulty, simula
 def test_websocket_client_gone_before_the_first_event(faulty, simulator):
     first, _, key_row, key = two_accounts(simulator)
     simulator.patch_account(first.chatgpt_account_id, faults=[{"kind": "slow", "first_byte_delay": 5}])
-    url = faulty.codex_base_url.replace("http://", "ws://") + "/responses"
-    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
-        ws.send(json.dumps({"type": "response.create", **turn_body()}))
-        time.sleep(0.3)
+    start_turn_then_leave(faulty, key, lambda ws: time.sleep(0.3))
     # Before the upstream's first event (5 s) would have come: all is let go when the client leaves.
     wait_for_no_open_websockets(simulator, timeout=3)
     row = log_of(key_row, timeout=3)
