@@ -27,6 +27,7 @@ BODY_BYTES = 40 * 1024
 EVENTS_PER_TURN = 70  # 60 text deltas and the events around them (the simulator's `deltas: 60`)
 EVENT_BUDGET = 1500  # SSE events a second, all streams together, in the TTFB rows
 OPEN_WAVE = 50  # streams opened together in the memory rows
+BURST = 50  # turns started in the same instant, in the burst rows
 
 
 def turn_body(i: int) -> dict:
@@ -80,18 +81,29 @@ async def one_turn(client: httpx.AsyncClient, target: Target, i: int) -> tuple[f
     return (first - start) * 1000, (end - start) * 1000
 
 
-async def run_turns(target: Target, concurrency: int, turns: int) -> list[tuple[float, float]]:
+async def run_turns(target: Target, concurrency: int, turns: int, spread: float = 0.0) -> list[tuple[float, float]]:
+    """`concurrency` clients run `turns` turns back to back; the clients start `spread` seconds apart in all
+    (0: every client's first turn starts at the same instant)."""
     limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         queue = iter(range(turns))
         results = []
 
-        async def worker():
+        async def worker(w: int):
+            await asyncio.sleep(w * spread / concurrency)
             for i in queue:
                 results.append(await one_turn(client, target, i))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
     return results
+
+
+def ttfb_rows(label: str, direct: list[tuple[float, float]], pooled: list[tuple[float, float]]) -> list[tuple]:
+    rows = []
+    for q in (50, 99):
+        dv, pv = percentile([x[0] for x in direct], q), percentile([x[0] for x in pooled], q)
+        rows.append((f"TTFB p{q}, {label}", f"{dv:.1f} ms", f"{pv:.1f} ms", f"{pv - dv:+.1f} ms ({pv / dv:.2f}×)"))
+    return rows
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -265,23 +277,20 @@ def main() -> None:
             # EVENT_BUDGET events a second, which this machine's load generator, simulator and pooler can
             # all keep up with: the rows measure what N open streams add to a new turn's first byte, not
             # queueing at saturation (that has its own row below).
+            # The clients start spread over one turn, as independent agents do, and stay so (their turns
+            # last alike); a burst of turns that all start in the same instant has its own rows below.
             turn_seconds = max(1.0, concurrency * EVENTS_PER_TURN / EVENT_BUDGET)
             set_event_delay(stack, turn_seconds / EVENTS_PER_TURN, 10 * turns)
-            d = asyncio.run(run_turns(direct, concurrency, turns))
+            d = asyncio.run(run_turns(direct, concurrency, turns, spread=turn_seconds))
             cpu_before = cpu_seconds(pooler_pid)
-            p = asyncio.run(run_turns(pooled, concurrency, turns))
+            p = asyncio.run(run_turns(pooled, concurrency, turns, spread=turn_seconds))
             cpu_per_turn[concurrency] = (cpu_seconds(pooler_pid) - cpu_before) / turns
+            rows += ttfb_rows(f"{concurrency} concurrent streams", d, p)
+            if concurrency == BURST:
+                d = asyncio.run(run_turns(direct, BURST, BURST))
+                p = asyncio.run(run_turns(pooled, BURST, BURST))
+                rows += ttfb_rows(f"{BURST} turns starting in the same instant", d, p)
             set_event_delay(stack, 0)
-            for q in (50, 99):
-                dv, pv = percentile([x[0] for x in d], q), percentile([x[0] for x in p], q)
-                rows.append(
-                    (
-                        f"TTFB p{q}, {concurrency} concurrent streams",
-                        f"{dv:.1f} ms",
-                        f"{pv:.1f} ms",
-                        f"{pv - dv:+.1f} ms ({pv / dv:.2f}×)",
-                    )
-                )
         rows.append(
             (
                 f"pooler CPU per turn (50 streams; about {EVENTS_PER_TURN} events relayed each)",
@@ -401,7 +410,9 @@ def write_results(rows, args) -> None:
         f"- command: `make bench`{' (--quick)' if args.quick else ''} (`python -m bench.run`)",
         "- turns: 40 KB request bodies, 60 text deltas (about 70 SSE events) per turn, simulator on loopback",
         f"- TTFB rows: N clients keep N streams open, each turn paced over max(1 s, N × {EVENTS_PER_TURN} / "
-        f"{EVENT_BUDGET} s) (at most {EVENT_BUDGET} events a second in all); the saturation row is unpaced",
+        f"{EVENT_BUDGET} s) (at most {EVENT_BUDGET} events a second in all); the clients start spread over one "
+        f"turn, as independent agents do, except in the burst rows ({BURST} turns started at once); "
+        "the saturation row is unpaced",
         f"- memory rows: streams opened {OPEN_WAVE} at a time and all held open while the process is measured",
         "",
         "| measure | direct to simulator | through the pooler | pooler adds |",

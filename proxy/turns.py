@@ -30,6 +30,7 @@ from .errors import (
 from .sse import SseWatcher
 from .tokens import RefreshFailed, refresh_account_async
 from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
+from .upstream import close as close_upstream
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -157,7 +158,7 @@ async def open_upstream(
     response = await _send(account, method, path, headers, content, content_type)
     if response.status_code == 401:
         # An unexpired token can still be revoked: refresh once and replay once before giving up on it.
-        await response.aclose()
+        await close_upstream(response)
         try:
             account = await refresh_account_async(account.id, seen_access_token=account.access_token)
         except RefreshFailed as failure:
@@ -173,19 +174,19 @@ async def open_upstream(
         except httpx.HTTPError:
             pass
         finally:
-            await response.aclose()
+            await close_upstream(response)
         raise failure_from_response(response.status_code, response.headers, body)
     chunks = response.aiter_raw()
     try:
         first = await asyncio.wait_for(anext(chunks), settings.POOLER_FIRST_BYTE_TIMEOUT)
     except (TimeoutError, httpx.TimeoutException):
-        await response.aclose()
+        await close_upstream(response)
         raise UpstreamFailure("timeout", message="no first byte in time") from None
     except (StopAsyncIteration, httpx.HTTPError):
-        await response.aclose()
+        await close_upstream(response)
         raise UpstreamFailure("closed", message="upstream closed before the first byte") from None
     except asyncio.CancelledError:
-        await response.aclose()  # the client left while we waited: close the upstream too
+        await close_upstream(response)  # the client left while we waited: close the upstream too
         raise
     return account, Opened(response, first, chunks)
 
@@ -353,7 +354,7 @@ class HttpTurn:
         finally:
             metrics.OPEN_STREAMS.dec()
             turn.usage, turn.error_code = watcher.usage, watcher.error_code or turn.error_code
-            await response.aclose()
+            await close_upstream(response)
             await finish(turn)
 
     async def collect(self, opened: Opened) -> SseWatcher:
@@ -369,7 +370,7 @@ class HttpTurn:
             turn.outcome = "upstream_cut"
         finally:
             turn.usage, turn.error_code = watcher.usage, watcher.error_code or turn.error_code
-            await response.aclose()
+            await close_upstream(response)
             await finish(turn)
         return watcher
 
@@ -386,7 +387,7 @@ class HttpTurn:
             await finish(turn)
             return error_response(UpstreamUnavailable("The upstream connection broke."), turn.request_id)
         finally:
-            await response.aclose()
+            await close_upstream(response)
         await finish(turn)
         out = HttpResponse(
             bytes(body),

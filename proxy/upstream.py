@@ -56,6 +56,7 @@ _DROP_RESPONSE_HEADERS = {
 }
 
 _client: httpx.AsyncClient | None = None
+_CLOSED = httpx.ByteStream(b"")
 
 
 def client() -> httpx.AsyncClient:
@@ -157,3 +158,11 @@ def failure_from_response(status: int, headers: httpx.Headers | dict, body: byte
         except ValueError:
             retry_after = None
     return UpstreamFailure("status", status, code, message, retry_after, body, dict(headers or {}))
+
+
+async def close(response: httpx.Response) -> None:
+    """Close an upstream answer and let go of its stream. An httpx response and its stream refer to each
+    other: left so, a turn's objects wait for the cyclic garbage collector, whose full passes pause every
+    stream of the process (see pooler/asgi.py)."""
+    await response.aclose()
+    response.stream = _CLOSED
