@@ -355,7 +355,16 @@ def main() -> None:
     for row in routing_rows:
         rows.append(
             (
-                f"routing decision, {row['accounts']} accounts (p50 / p99)",
+                f"routing choice from the pool's snapshot, {row['accounts']} accounts (p50 / p99)",
+                "—",
+                f"{row['choice_p50_ms']:.2f} / {row['choice_p99_ms']:.2f} ms",
+                "",
+            )
+        )
+    for row in routing_rows:
+        rows.append(
+            (
+                f"routing decision with its reads (session pin, chosen rows), {row['accounts']} accounts (p50 / p99)",
                 "—",
                 f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} ms",
                 "",
@@ -382,7 +391,12 @@ def targets_met(rows) -> list[str]:
 
     p50, p99 = added_ms("TTFB p50, 50 concurrent streams"), added_ms("TTFB p99, 50 concurrent streams")
     memory = next((float(v[1].split()[0]), n) for n, v in by_name.items() if n.startswith("pooler memory per open SSE"))
-    routing = next(float(v[1].split()[2]) for n, v in by_name.items() if n.startswith("routing decision, 10000"))
+
+    def at_10000(prefix: str) -> float:
+        """The p99 of a routing row for the pool of 10,000 accounts."""
+        return next(float(v[1].split()[2]) for n, v in by_name.items() if n.startswith(prefix) and "10000" in n)
+
+    choice, routing = at_10000("routing choice"), at_10000("routing decision")
     queries = float(by_name["database queries per turn (hot path and accounting)"][1])
 
     def mark(ok: bool) -> str:
@@ -392,7 +406,8 @@ def targets_met(rows) -> list[str]:
         f"- added TTFB at 50 streams, p50 < 3 ms and p99 < 15 ms: {p50:+.1f} / {p99:+.1f} ms, "
         f"{mark(p50 < 3 and p99 < 15)}",
         f"- under 100 KiB per open stream: {memory[0]:.0f} KiB ({memory[1]}), {mark(memory[0] < 100)}",
-        f"- routing over 10,000 accounts under 2 ms (p99): {routing:.2f} ms, {mark(routing < 2)}",
+        f"- routing over 10,000 accounts under 2 ms (p99): the choice {choice:.2f} ms, {mark(choice < 2)}; "
+        f"with its two database reads {routing:.2f} ms, {mark(routing < 2)}",
         f"- at most 4 database round trips per turn (a key without limits): {queries:.1f}, {mark(queries <= 4)}",
     ]
 
@@ -428,6 +443,10 @@ def write_results(rows, args) -> None:
         "Memory is measured late in the run, in a process whose heap earlier rows have grown: that is a",
         "long-running gateway's steady state. A fresh process grows its heap for the first streams and shows",
         "about twice as much; the Python objects an open stream holds (tracemalloc) are about 60 KiB.",
+        "The burst rows show queueing rather than overhead: 50 turns that arrive in the same instant each wait for",
+        "the ones before them to be authenticated, routed and sent (about 5 ms of the pooler's CPU each).",
+        "The routing choice (which accounts, in which order) is made from the pool's snapshot in memory and does",
+        "not grow with the pool; the decision then reads the session pin and the chosen rows as they are now.",
         "Timings swing between runs on this shared machine (the direct column too): compare the columns of one run.",
         "",
         "## Targets (from the issue)",
