@@ -443,6 +443,7 @@ def write_results(rows, args) -> None:
         "Memory is measured late in the run, in a process whose heap earlier rows have grown: that is a",
         "long-running gateway's steady state. A fresh process grows its heap for the first streams and shows",
         "about twice as much; the Python objects an open stream holds (tracemalloc) are about 60 KiB.",
+        "A row near 0 means the heap still had room from the rows before it (RSS did not need to grow).",
         "The burst rows show queueing rather than overhead: 50 turns that arrive in the same instant each wait for",
         "the ones before them to be authenticated, routed and sent (about 5 ms of the pooler's CPU each).",
         "The routing choice (which accounts, in which order) is made from the pool's snapshot in memory and does",
