@@ -19,6 +19,7 @@ def measure(sizes=(10, 1000, 10000), rounds: int = 200) -> list[dict]:
 
     call_command("migrate", verbosity=0)
     import pooler.asgi  # noqa: F401  (the process as the server runs it: its garbage collector settings)
+
     results = []
     for size in sizes:
         pool = Pool.objects.create(name=f"bench-routing-{size}-{int(time.time())}")

@@ -445,7 +445,7 @@ def write_results(rows, args) -> None:
         "about twice as much; the Python objects an open stream holds (tracemalloc) are about 60 KiB.",
         "A row near 0 means the heap still had room from the rows before it (RSS did not need to grow).",
         "The burst rows show queueing rather than overhead: 50 turns that arrive in the same instant each wait for",
-        "the ones before them to be authenticated, routed and sent (about 5 ms of the pooler's CPU each).",
+        "the ones before them to be authenticated, routed and sent, while those already stream.",
         "The routing choice (which accounts, in which order) is made from the pool's snapshot in memory and does",
         "not grow with the pool; the decision then reads the session pin and the chosen rows as they are now.",
         "Timings swing between runs on this shared machine (the direct column too): compare the columns of one run.",
