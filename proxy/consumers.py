@@ -343,6 +343,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
                     ping_interval=20,
                     ping_timeout=60,
                     user_agent_header=None,
+                    # Uncompressed, as the HTTP route asks for (accept-encoding: identity): a deflate context
+                    # pair held ~50 KiB per open connection here, and costs CPU on every relayed frame.
+                    compression=None,
                 )
             except websockets.InvalidStatus as exc:
                 status, body = exc.response.status_code, exc.response.body or b""
