@@ -6,6 +6,7 @@ and through the pooler to the simulator, in one run, and writes a Markdown table
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import websockets
 
-from bench.stack import REPO, Stack, free_port, start_stack
+from bench.stack import REPO, Stack, free_port, start_pooler, start_stack
 
 RESULTS = REPO / "bench" / "RESULTS.md"
 BODY_BYTES = 40 * 1024
@@ -196,6 +197,23 @@ async def open_websockets(stack: Stack, count: int, pooler_pid: int) -> float:
     return max(during - before, 0) / count
 
 
+def in_fresh_pooler(stack: Stack, env: dict, event_delay: float, measure) -> float:
+    """`measure(stack, target, pid)` against a pooler process of its own, warmed by a few turns: what holding
+    the streams costs a process whose heap has no room left by earlier rows."""
+    port = free_port()
+    process = start_pooler(port, stack.simulator_url, env)
+    try:
+        fresh = dataclasses.replace(stack, pooler_url=f"http://127.0.0.1:{port}", processes=[])
+        _, pooled = targets(fresh)
+        asyncio.run(run_turns(pooled, 10, 20))
+        set_event_delay(stack, event_delay, 1000)
+        return asyncio.run(measure(fresh, pooled, process.pid))
+    finally:
+        set_event_delay(stack, 0)
+        process.terminate()
+        process.wait(10)
+
+
 async def websocket_turns(url: str, headers: dict, turns: int) -> list[float]:
     timings = []
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
@@ -341,6 +359,15 @@ def main() -> None:
         )
         rows.append((f"pooler memory per open websocket ({int(200 * scale) or 20} open)", "—", f"{per_ws:.0f} KiB", ""))
         rows.append(("pooler peak memory (whole run)", "—", f"{peak / 1024:.0f} MiB", ""))
+        streams, sockets = int(500 * scale) or 50, int(200 * scale) or 20
+        fresh_stream = in_fresh_pooler(stack, deployed, 0.3, lambda _, t, pid: open_streams(t, streams, pid))
+        fresh_ws = in_fresh_pooler(stack, deployed, 0.05, lambda st, _, pid: open_websockets(st, sockets, pid))
+        rows.append(
+            (f"pooler memory per open SSE stream ({streams} open, fresh process)", "—", f"{fresh_stream:.0f} KiB", "")
+        )
+        rows.append(
+            (f"pooler memory per open websocket ({sockets} open, fresh process)", "—", f"{fresh_ws:.0f} KiB", "")
+        )
     finally:
         stack.stop()
     routing = subprocess.run(
@@ -390,7 +417,7 @@ def targets_met(rows) -> list[str]:
         return float(by_name[name][2].split()[0].lstrip("+"))
 
     p50, p99 = added_ms("TTFB p50, 50 concurrent streams"), added_ms("TTFB p99, 50 concurrent streams")
-    memory = next((float(v[1].split()[0]), n) for n, v in by_name.items() if n.startswith("pooler memory per open SSE"))
+    memory = [(float(v[1].split()[0]), n) for n, v in by_name.items() if n.startswith("pooler memory per open SSE")]
 
     def at_10000(prefix: str) -> float:
         """The p99 of a routing row for the pool of 10,000 accounts."""
@@ -405,7 +432,7 @@ def targets_met(rows) -> list[str]:
     return [
         f"- added TTFB at 50 streams, p50 < 3 ms and p99 < 15 ms: {p50:+.1f} / {p99:+.1f} ms, "
         f"{mark(p50 < 3 and p99 < 15)}",
-        f"- under 100 KiB per open stream: {memory[0]:.0f} KiB ({memory[1]}), {mark(memory[0] < 100)}",
+        *(f"- under 100 KiB per open stream: {kib:.0f} KiB ({name}), {mark(kib < 100)}" for kib, name in memory),
         f"- routing over 10,000 accounts under 2 ms (p99): the choice {choice:.2f} ms, {mark(choice < 2)}; "
         f"with its two database reads {routing:.2f} ms, {mark(routing < 2)}",
         f"- at most 4 database round trips per turn (a key without limits): {queries:.1f}, {mark(queries <= 4)}",
@@ -443,7 +470,9 @@ def write_results(rows, args) -> None:
         "Memory is measured late in the run, in a process whose heap earlier rows have grown: that is a",
         "long-running gateway's steady state. A fresh process grows its heap for the first streams and shows",
         "about twice as much; the Python objects an open stream holds (tracemalloc) are about 60 KiB.",
-        "A row near 0 means the heap still had room from the rows before it (RSS did not need to grow).",
+        "A row near 0 means the heap still had room from the rows before it (RSS did not need to grow). The",
+        "fresh-process rows start a pooler for the measure alone: its heap grows for the streams, and keeps what",
+        "the last wave's request bodies needed while they opened (the bodies themselves are let go).",
         "The burst rows show queueing rather than overhead: 50 turns that arrive in the same instant each wait for",
         "the ones before them to be authenticated, routed and sent, while those already stream.",
         "The routing choice (which accounts, in which order) is made from the pool's snapshot in memory and does",

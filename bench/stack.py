@@ -100,6 +100,23 @@ def seed(simulator_url: str, pool_name: str, count: int, sim_fields: dict | None
     return raw, accounts
 
 
+def start_pooler(port: int, simulator_url: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    """A pooler process (Daphne) on `port`, against the simulator's auth server, answering /healthz."""
+    return start(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-e",
+            f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+            "pooler.asgi:application",
+        ],
+        f"http://127.0.0.1:{port}/healthz",
+        env={"POOLER_AUTH_BASE_URL": simulator_url, **(env or {})},
+        log=log,
+    )
+
+
 def start_stack(
     port: int,
     pool_name: str = "demo",
@@ -122,21 +139,7 @@ def start_stack(
         subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True)
         raw_key, registered = seed(simulator_url, pool_name, accounts, sim_fields)
         pooler_url = f"http://127.0.0.1:{port}"
-        processes.append(
-            start(
-                [
-                    python,
-                    "-m",
-                    "daphne",
-                    "-e",
-                    f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
-                    "pooler.asgi:application",
-                ],
-                f"{pooler_url}/healthz",
-                env={"POOLER_AUTH_BASE_URL": simulator_url, **(pooler_env or {})},
-                log=logs / "pooler.log" if logs else None,
-            )
-        )
+        processes.append(start_pooler(port, simulator_url, pooler_env, logs / "pooler.log" if logs else None))
     except BaseException:
         for process in processes:
             process.terminate()
