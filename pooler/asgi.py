@@ -13,12 +13,16 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from mcp_endpoint.app import mcp_app  # noqa: E402
+from pooler import daphne_request  # noqa: E402
 from pooler.runtime_handler import RuntimeHandler  # noqa: E402
 from proxy.routing_ws import websocket_urlpatterns  # noqa: E402
 
 # The admin's static files are served in front of Django (no collectstatic or file server needed); every
 # middleware stays async, so streaming views are never pushed through a sync adapter.
 django_with_static = ASGIStaticFilesHandler(django_asgi_app)
+
+# Served by Daphne: its requests let go of their bodies once the application has them (see daphne_request.py).
+daphne_request.install()
 
 # The same Django (URLs, views), lean for the runtime routes (see runtime_handler.py).
 runtime_app = RuntimeHandler()

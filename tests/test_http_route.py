@@ -1,8 +1,11 @@
 """The Codex backend route over HTTP/SSE against real Daphne, the simulator and the test database."""
 
+import contextlib
+import os
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -318,3 +321,33 @@ def test_no_prompt_text_is_stored(pooler, simulator):
     assert marker not in all_stored_text()
     assert marker not in pooler.log()
     assert UpstreamAccount.objects.exists()
+
+
+def temporary_files_held(pid: int) -> list[str]:
+    """The deleted-on-open files (Python's temporary files) a process holds open."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    links = []
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            links.append(os.readlink(fd))
+    return [link for link in links if link.endswith("(deleted)")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads the server's open files from /proc")
+def test_an_open_stream_does_not_hold_its_request_body(pooler, simulator):
+    """Daphne kept a request's body (above 100 KB, in a temporary file) until the answer ended."""
+    pool = make_pool()
+    account = make_account(pool, simulator)
+    _, key = make_key(pool)
+    simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.1}])
+    body = turn_body("a long conversation")
+    body["input"][0]["content"][0]["text"] = "The conversation so far. " * 8000  # 200 KB
+    with httpx.stream(
+        "POST", f"{pooler.codex_base_url}/responses", json=body, headers=session_headers(key), timeout=30
+    ) as response:
+        assert response.status_code == 200
+        chunks = response.iter_raw()
+        received = next(chunks)  # streaming now: the upstream has the body
+        assert temporary_files_held(pooler.process.pid) == []
+        received += b"".join(chunks)
+    assert reply_text(sse_events(received.decode())) == "echo: a long conversation"
