@@ -21,7 +21,7 @@ from proxy.routing_ws import websocket_urlpatterns  # noqa: E402
 # middleware stays async, so streaming views are never pushed through a sync adapter.
 django_with_static = ASGIStaticFilesHandler(django_asgi_app)
 
-# Served by Daphne: its requests let go of their bodies once the application has them (see daphne_request.py).
+# Served by Daphne: its requests are made lean for long streams (see daphne_request.py).
 daphne_request.install()
 
 # The same Django (URLs, views), lean for the runtime routes (see runtime_handler.py).

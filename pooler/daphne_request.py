@@ -1,16 +1,21 @@
-"""Daphne's HTTP request, made to let go of the client's body once the application has it.
+"""Daphne's HTTP request, made lean for answers that stream for minutes.
 
-Daphne (through Twisted) keeps each request's body until the response ends: in memory, or in a temporary
-file above 100 KB. A gateway's answers stream for minutes and a Codex turn's body carries the whole
-conversation, so every open stream held its client's body: 40 of the ~110 KiB an open stream holds in
-`make bench`, or an open temporary file. The application gets the body in its ASGI http.request messages,
-and nothing reads Twisted's copy after Daphne has queued them.
+- It lets go of the client's body once the application has it. Daphne (through Twisted) kept each request's
+  body until the response ended: in memory, or in a temporary file above 100 KB. A Codex turn's body carries
+  the whole conversation, so every open stream held its client's body (40 of the ~110 KiB an open stream
+  held in `make bench`, or an open temporary file). The application gets the body in its ASGI http.request
+  messages, and nothing reads Twisted's copy after Daphne has queued them.
+- Twisted does not parse form bodies into `request.args`, which Daphne never reads: an email-package parse
+  of every POST's Content-Type, which also left two new classes a request for the cyclic garbage collector.
 """
 
 from daphne import http_protocol
 
 
-class BodyReleasingRequest(http_protocol.WebRequest):
+class LeanRequest(http_protocol.WebRequest):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
+
     def process(self):
         processed = super().process()  # returns once the body is queued for the application
         processed.addBoth(self._release_body)
@@ -25,4 +30,4 @@ class BodyReleasingRequest(http_protocol.WebRequest):
 
 def install() -> None:
     """Daphne builds each request from this module attribute (HTTPFactory.buildProtocol)."""
-    http_protocol.WebRequest = BodyReleasingRequest
+    http_protocol.WebRequest = LeanRequest
