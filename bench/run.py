@@ -379,24 +379,14 @@ def main() -> None:
         check=True,
     )
     routing_rows = json.loads(routing.stdout.strip().splitlines()[-1])
-    for row in routing_rows:
-        rows.append(
-            (
-                f"routing choice from the pool's snapshot, {row['accounts']} accounts (p50 / p99)",
-                "—",
-                f"{row['choice_p50_ms']:.2f} / {row['choice_p99_ms']:.2f} ms",
-                "",
-            )
-        )
-    for row in routing_rows:
-        rows.append(
-            (
-                f"routing decision with its reads (session pin, chosen rows), {row['accounts']} accounts (p50 / p99)",
-                "—",
-                f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} ms",
-                "",
-            )
-        )
+    for label, p50, p99 in (
+        ("routing choice from the pool's snapshot", "choice_p50_ms", "choice_p99_ms"),
+        ("routing decision with its reads (session pin, chosen rows)", "p50_ms", "p99_ms"),
+    ):
+        rows += [
+            (f"{label}, {row['accounts']} accounts (p50 / p99)", "—", f"{row[p50]:.2f} / {row[p99]:.2f} ms", "")
+            for row in routing_rows
+        ]
     for row in routing_rows:
         rows.append(
             (

@@ -30,7 +30,7 @@ from .errors import (
 from .sse import SseWatcher
 from .tokens import RefreshFailed, refresh_account_async
 from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
-from .upstream import close as close_upstream
+from .upstream import close as close_upstream  # `close` alone would read as closing the turn
 
 _MAX_ERROR_BODY = 64 * 1024
 
