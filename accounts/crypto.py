@@ -5,6 +5,7 @@ from functools import cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
+from django.db.models.query_utils import DeferredAttribute
 
 
 @cache
@@ -23,11 +24,39 @@ def decrypt(token: str) -> str:
         raise ValueError("secret cannot be decrypted with POOLER_ENCRYPTION_KEYS") from exc
 
 
+class Sealed:
+    """A secret still as stored, decrypted when first read (see EncryptedTextField.seal)."""
+
+    __slots__ = ("ciphertext",)
+
+    def __init__(self, ciphertext: str):
+        self.ciphertext = ciphertext
+
+
+class _DecryptedOnRead(DeferredAttribute):
+    # A data descriptor (it has __set__), so it sees every read, not only those of deferred values.
+    def __set__(self, instance, value):
+        instance.__dict__[self.field.attname] = value
+
+    def __get__(self, instance, cls=None):
+        value = super().__get__(instance, cls)
+        if isinstance(value, Sealed):
+            value = instance.__dict__[self.field.attname] = decrypt(value.ciphertext)
+        return value
+
+
 class EncryptedTextField(models.TextField):
     """A text column that holds only ciphertext; Python code sees the plain value."""
 
+    descriptor_class = _DecryptedOnRead
+
     def from_db_value(self, value, expression, connection):
         return decrypt(value) if value else value
+
+    def seal(self, value, expression, connection):
+        """A converter like from_db_value that leaves the value sealed until it is read: a turn loads several
+        accounts and sends with one, so it decrypts one access token instead of all their secrets."""
+        return Sealed(value) if value else value
 
     def get_prep_value(self, value):
         value = super().get_prep_value(value)

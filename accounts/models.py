@@ -135,7 +135,8 @@ class UpstreamAccount(models.Model):
 
     def token_needs_refresh(self, now: datetime) -> bool:
         margin = timedelta(seconds=settings.POOLER_REFRESH_MARGIN_SECONDS)
-        return bool(self.refresh_token) and bool(self.token_expires_at) and self.token_expires_at - margin <= now
+        # The expiry first: reading the refresh token decrypts it.
+        return bool(self.token_expires_at) and self.token_expires_at - margin <= now and bool(self.refresh_token)
 
 
 class PoolMembership(models.Model):
@@ -181,14 +182,20 @@ class HashedSecret(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     @classmethod
-    def lookup(cls, raw: str, queryset=None):
-        """The live row for a raw secret, or None (one indexed query, constant-time compare)."""
-        prefix = secrets.prefix_of(raw)
+    def lookup(cls, raw: str, queryset=None, *, by_prefix=None):
+        """The live row for a raw secret, or None (one indexed query, constant-time compare).
+
+        `by_prefix(prefix)` reads the row instead of `queryset` (the turn path's own SQL, proxy/turn_reads.py).
+        """
         if not raw.startswith(cls.SECRET_KIND + "_"):
             return None
-        # The prefix is unique: a slice, not first(), which would compile and run an ORDER BY for one row.
-        rows = list((queryset if queryset is not None else cls.objects).filter(prefix=prefix)[:1])
-        row = rows[0] if rows else None
+        prefix = secrets.prefix_of(raw)
+        if by_prefix is None:
+            # The prefix is unique: a slice, not first(), which would compile and run an ORDER BY for one row.
+            rows = list((queryset if queryset is not None else cls.objects).filter(prefix=prefix)[:1])
+            row = rows[0] if rows else None
+        else:
+            row = by_prefix(prefix)
         if row is None or not row.matches(raw) or not row.is_usable(timezone.now()):
             return None
         return row

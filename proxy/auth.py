@@ -2,6 +2,7 @@
 
 from accounts.models import PoolApiKey
 
+from . import turn_reads
 from .dbthread import on_db_thread
 from .errors import Unauthorized
 
@@ -23,7 +24,7 @@ def require_bearer(headers) -> str:
 
 def lookup_key(raw: str) -> PoolApiKey:
     """The live Pool API key for a raw bearer token, or Unauthorized (also for MCP tokens). Reads the database."""
-    key = PoolApiKey.lookup(raw, PoolApiKey.objects.select_related("pool"))
+    key = PoolApiKey.lookup(raw, by_prefix=turn_reads.key_by_prefix)
     if key is None:
         raise Unauthorized("Incorrect, revoked or expired Pool API key provided.")
     if not key.pool.enabled:

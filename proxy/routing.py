@@ -20,6 +20,7 @@ from accounts.models import (
     UpstreamAccount,
 )
 
+from . import turn_reads
 from .errors import NoEligibleAccount, RateLimited, UsageLimitReached
 
 # Headers the Codex CLI uses to name a session (new and old spellings), most specific first.
@@ -172,44 +173,35 @@ def _has_capacity(account: UpstreamAccount) -> bool:
 
 
 def _candidates(
-    pool: Pool, model: str | None, owner_id: int | None, now: datetime, reload: bool = False
-) -> tuple[list[UpstreamAccount], dict[int, UpstreamAccount], _Snapshot]:
-    """Fresh, eligible accounts in strategy order, plus the fresh rows read (the owner's included)."""
+    pool: Pool, model: str | None, session_hash: str | None, now: datetime, reload: bool = False
+) -> tuple[list[UpstreamAccount], dict[int, UpstreamAccount], SessionAffinity | None, _Snapshot]:
+    """Fresh, eligible accounts in strategy order, the fresh rows read (the session owner's included), the
+    session's pin."""
     snapshot = _snapshot(pool, now, reload)
     proposed = _proposals(snapshot, model, now, settings.POOLER_MAX_ATTEMPTS + 2)
-    wanted = proposed + ([owner_id] if owner_id and owner_id not in proposed else [])
-    rows = UpstreamAccount.objects.filter(pk__in=wanted).defer("id_token")  # not needed to send a turn
-    fresh = {a.id: a for a in rows} if wanted else {}
+    fresh, pin = turn_reads.accounts_and_pin(proposed, pool.id, session_hash, now)
     _with_open_turns(list(fresh.values()), now)
     ordered = [
         fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now) and _has_capacity(fresh[i])
     ]
-    return ordered, fresh, snapshot
+    return ordered, fresh, pin, snapshot
 
 
 def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime | None = None) -> Plan:
     """The ordered candidates for a turn; raises when none can serve (429 with the soonest reset, or 503)."""
     now = now or timezone.now()
     session_hash = hash_session(session) if session else None
-    pins = (
-        SessionAffinity.objects.filter(pool=pool, session_key_hash=session_hash, expires_at__gt=now).values_list(
-            "account_id", "expires_at", "foreign_items"
-        )[:1]  # unique per pool: no ORDER BY
-        if session_hash
-        else ()
-    )
-    affinity, pinned_until, foreign_items = next(iter(pins), (None, None, 0))
-    ordered, fresh, snapshot = _candidates(pool, model, affinity, now)
-    owner = fresh.get(affinity) if affinity else None
+    ordered, fresh, pin, snapshot = _candidates(pool, model, session_hash, now)
+    owner = fresh.get(pin.account_id) if pin else None
     owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
     if not ordered and not owner_ok:
         # The snapshot may be stale (accounts added or back from a reset): look once more before refusing.
-        ordered, fresh, snapshot = _candidates(pool, model, affinity, now, reload=True)
-        owner = fresh.get(affinity) if affinity else None
+        ordered, fresh, pin, snapshot = _candidates(pool, model, session_hash, now, reload=True)
+        owner = fresh.get(pin.account_id) if pin else None
         owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if owner is not None:
-        plan.owner, plan.pinned_until, plan.foreign_items = owner, pinned_until, foreign_items
+        plan.owner, plan.pinned_until, plan.foreign_items = owner, pin.expires_at, pin.foreign_items
         plan.hold = (
             pool.session_migration == SessionMigration.HOLD
             and owner.status == "active"
