@@ -310,4 +310,4 @@ def remember_session(
 
 def current_account(account_id: int) -> UpstreamAccount | None:
     """The account's row as it is now (an operator may have paused it since it was chosen)."""
-    return UpstreamAccount.objects.filter(pk=account_id).first()
+    return turn_reads.accounts([account_id]).get(account_id)

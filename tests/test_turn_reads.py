@@ -9,6 +9,7 @@ from django.utils import timezone
 from accounts.crypto import Sealed
 from accounts.models import Pool, PoolApiKey, SessionAffinity, UpstreamAccount
 from accounts.secrets import prefix_of
+from proxy import turn_reads
 from proxy.turn_reads import accounts_and_pin, key_by_prefix
 from tests.factories import make_account, make_key, make_pool
 
@@ -57,3 +58,4 @@ def test_the_session_pin_comes_with_its_account_even_when_not_proposed():
     assert accounts_and_pin([proposed.id], pool.id, "old", now) == ({proposed.id: accounts[proposed.id]}, None)
     assert set(accounts_and_pin([], pool.id, "h", now)[0]) == {owner.id}
     assert accounts_and_pin([], pool.id, None, now) == ({}, None)
+    assert turn_reads.accounts([owner.id, proposed.id]) == {owner.id: owner, proposed.id: proposed}
