@@ -41,7 +41,7 @@ def measure(sizes=(10, 1000, 10000), rounds: int = 200) -> list[dict]:
             timings.append((time.perf_counter() - start) * 1000)
         timings.sort()
         # The choice alone: which accounts, in which order, from the pool's snapshot (what grows with the
-        # pool); plan_turn adds its two reads, the session pin and the chosen rows as they are now.
+        # pool); plan_turn adds its read of the chosen rows and the session pin as they are now.
         choices = []
         for _ in range(rounds):
             start = time.perf_counter()
