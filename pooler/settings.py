@@ -140,12 +140,12 @@ POOLER_MAX_ATTEMPTS = env.int("POOLER_MAX_ATTEMPTS", default=3)
 # Upstream timeouts in seconds: connect, and the wait for the first byte / between chunks.
 POOLER_CONNECT_TIMEOUT = env.float("POOLER_CONNECT_TIMEOUT", default=10.0)
 POOLER_READ_TIMEOUT = env.float("POOLER_READ_TIMEOUT", default=300.0)
-# Idle upstream connections kept open for reuse. More saves connection setups after bursts, but each new
-# request checks every idle one: after 200 streams, 200 kept connections cut turns per second by four.
-# httpcore 1.0.9 also closes every idle connection while its pool holds more than this many in all
-# (encode/httpcore#1000): above this many concurrent streams, each turn opens a new connection (a TLS
-# handshake to the real backend). Raising it keeps them, at a CPU cost per request: on loopback, where a
-# connection is cheap, 64 made a burst of 50 turns 40% slower than 32.
+# Upstream connection pools (a session's requests always use the same one), each keeping up to
+# POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS idle connections for reuse. httpcore 1.0.9 closes every idle connection
+# of a pool while it holds more than that many in all (encode/httpcore#1000), so a pool with more concurrent
+# streams than its limit opens a new connection (a TLS handshake to the real backend) for most turns; and each
+# request checks every connection of its pool, so several small pools cost less than one large one.
+POOLER_UPSTREAM_POOLS = env.int("POOLER_UPSTREAM_POOLS", default=16)
 POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS = env.int("POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS", default=32)
 # Longest wait for the first byte of a turn before trying another account.
 POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0)

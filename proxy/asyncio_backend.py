@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import httpcore
 from httpcore._utils import is_socket_readable
 
+from . import metrics
+
 # The stream buffer may hold this much before asyncio stops reading the socket: one SSE event is far less.
 _READ_LIMIT = 256 * 1024
 
@@ -98,6 +100,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        metrics.UPSTREAM_CONNECTIONS.inc()
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for option in socket_options or ():

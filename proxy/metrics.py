@@ -34,6 +34,9 @@ OPEN_WEBSOCKETS = Gauge("pooler_open_websockets", "Client websockets open now")
 TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])
 MCP_CALLS = Counter("pooler_mcp_calls", "MCP JSON-RPC calls by method and tool", ["method", "tool"])
 DB_QUERIES = Counter("pooler_db_queries", "Database statements executed by this process")
+UPSTREAM_CONNECTIONS = Counter(
+    "pooler_upstream_connections_opened", "HTTP connections opened to the backend (kept-alive ones are reused)"
+)
 
 
 def _count_query(execute, sql, params, many, context):

@@ -11,6 +11,7 @@ from django.conf import settings
 from accounts.models import UpstreamAccount
 
 from .asyncio_backend import AsyncioBackend
+from .routing import SESSION_HEADERS
 
 # Never forwarded upstream: the client's credentials, hop-by-hop headers, and what httpx sets itself.
 _DROP_REQUEST_HEADERS = {
@@ -65,24 +66,49 @@ def client() -> httpx.AsyncClient:
     if _client is None:
         _client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.POOLER_READ_TIMEOUT, connect=settings.POOLER_CONNECT_TIMEOUT),
-            transport=_transport(),
+            transport=_PoolsBySession(settings.POOLER_UPSTREAM_POOLS),
             follow_redirects=False,
         )
     return _client
 
 
-def _transport() -> httpx.AsyncHTTPTransport:
+class _PoolsBySession(httpx.AsyncBaseTransport):
+    """Requests go to one of several connection pools by a hash of their session (else their account): each
+    pool stays small, and a session's next turn finds the connection its last one left idle.
+
+    httpcore 1.0.9's pool checks each of its connections on every request and every response end (a syscall
+    for each idle one), and closes every idle connection while it holds more than its keep-alive limit in all
+    (encode/httpcore#1000): one pool for every stream of the process either opened a new connection for most
+    turns once there were more concurrent streams than the limit (a TLS handshake to the real backend each),
+    or, with a limit raised to match, made every request slower.
+    """
+
+    def __init__(self, count: int):
+        ssl_context = httpx.create_ssl_context()  # loads the CA bundle: once, shared by the pools
+        self._pools = [_transport(ssl_context) for _ in range(max(count, 1))]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        headers = request.headers
+        session = next((headers[name] for name in SESSION_HEADERS if name in headers), None)
+        key = session or headers.get("chatgpt-account-id", "")
+        return await self._pools[hash(key) % len(self._pools)].handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+def _transport(ssl_context) -> httpx.AsyncHTTPTransport:
     """httpx's transport over a connection pool on the asyncio network backend (see asyncio_backend.py)."""
-    # Every new request checks each idle kept-alive connection (a syscall each): keep only a few.
     limits = httpx.Limits(
         max_connections=None,
         max_keepalive_connections=settings.POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS,
         keepalive_expiry=60,
     )
-    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits)
     # httpx takes no network backend of its own: its pool is replaced by the same pool built with one.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

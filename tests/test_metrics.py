@@ -1,5 +1,7 @@
 """/metrics: Prometheus text that its own parser reads, counters that move with traffic, access protected."""
 
+import asyncio
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,3 +89,40 @@ def test_failovers_refusals_and_model_lists_are_counted(pooler, simulator):
     assert moved("pooler_requests_total", route="codex.responses", status="401") == 1
     assert moved("pooler_requests_total", route="codex.models", status="200", pool=pool.name) == 1
     assert ("pooler_open_websockets", ()) in after
+
+
+async def _concurrent_turns(pooler, key: str, sessions: list[str]) -> None:
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=len(sessions))) as client:
+
+        async def turn(session: str) -> int:
+            response = await client.post(
+                f"{pooler.codex_base_url}/responses",
+                json=turn_body(session=session),
+                headers=session_headers(key, session),
+            )
+            return response.status_code
+
+        assert await asyncio.gather(*(turn(session) for session in sessions)) == [200] * len(sessions)
+
+
+def test_upstream_connections_are_reused_by_many_concurrent_sessions(pooler, simulator):
+    """More concurrent streams than one pool keeps alive: a session's next turn still reuses a connection."""
+    pool = make_pool()
+    account = make_account(pool, simulator)
+    _, key = make_key(pool)
+    sessions = [f"reuse-{i}" for i in range(40)]  # above POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS (32)
+    opened = []
+    for _ in range(2):
+        # Every stream stays open a while, so all of a wave's turns are in flight together.
+        simulator.patch_account(
+            account.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.05, "count": len(sessions)}]
+        )
+        before = samples(httpx.get(f"{pooler.url}/metrics").text)
+        asyncio.run(_concurrent_turns(pooler, key, sessions))
+        after = samples(httpx.get(f"{pooler.url}/metrics").text)
+        opened.append(
+            total(after, "pooler_upstream_connections_opened_total")
+            - total(before, "pooler_upstream_connections_opened_total")
+        )
+    assert 0 < opened[0] <= len(sessions)
+    assert opened[1] == 0
