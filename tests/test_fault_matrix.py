@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from websockets.sync.client import connect
 
@@ -189,7 +190,7 @@ def test_http_faults_leave_no_sockets_behind(faulty, simulator):
     pid = faulty.process.pid
     httpx.post(f"{faulty.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30)
     before = open_sockets(pid)
-    for i in range(20):
+    for i in range(60):
         simulator.patch_account(
             first.chatgpt_account_id,
             faults=[[{"kind": "cut", "after_events": 3}], [{"kind": "status", "status": 503}], []][i % 3],
@@ -205,7 +206,9 @@ def test_http_faults_leave_no_sockets_behind(faulty, simulator):
         except httpx.HTTPError:
             pass
     assert_nothing_leaked(simulator, key_row)
-    assert open_sockets(pid) <= before + 5
+    # Kept-alive upstream connections are no leak: one at most in each connection pool (a turn's session picks
+    # its pool), where a leak would grow with the 40 failed turns.
+    assert open_sockets(pid) <= before + settings.POOLER_UPSTREAM_POOLS + 5
 
 
 def ws_turn(url: str, key: str, text: str = "hello") -> list[dict]:
