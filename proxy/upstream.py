@@ -11,7 +11,7 @@ from django.conf import settings
 from accounts.models import UpstreamAccount
 
 from .asyncio_backend import AsyncioBackend
-from .routing import SESSION_HEADERS
+from .routing import sticky_key
 
 # Never forwarded upstream: the client's credentials, hop-by-hop headers, and what httpx sets itself.
 _DROP_REQUEST_HEADERS = {
@@ -88,9 +88,7 @@ class _PoolsBySession(httpx.AsyncBaseTransport):
         self._pools = [_transport(ssl_context) for _ in range(max(count, 1))]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        headers = request.headers
-        session = next((headers[name] for name in SESSION_HEADERS if name in headers), None)
-        key = session or headers.get("chatgpt-account-id", "")
+        key = sticky_key(request.headers, {}) or request.headers.get("chatgpt-account-id", "")
         return await self._pools[hash(key) % len(self._pools)].handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -1,7 +1,10 @@
 """Codex-shaped request bodies and SSE reading for tests."""
 
+import asyncio
 import json
 import uuid
+
+import httpx
 
 
 def turn_body(text: str = "hello", model: str = "gpt-5.2", **extra) -> dict:
@@ -46,3 +49,15 @@ def sse_events(text: str) -> list[dict]:
 
 def reply_text(events: list[dict]) -> str:
     return "".join(e.get("delta", "") for e in events if e.get("type") == "response.output_text.delta")
+
+
+async def post_turns(turns: list[tuple[str, str, str | None]]) -> list[int]:
+    """POST every (codex base URL, key, session or None) turn at once; their statuses, in order."""
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=len(turns) + 10)) as client:
+
+        async def one(url: str, key: str, session: str | None) -> int:
+            headers = session_headers(key, session)
+            response = await client.post(f"{url}/responses", json=turn_body(session=session), headers=headers)
+            return response.status_code
+
+        return await asyncio.gather(*(one(*turn) for turn in turns))

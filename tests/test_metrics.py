@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.codex_turns import session_headers, turn_body
+from tests.codex_turns import post_turns, session_headers, turn_body
 from tests.factories import make_account, make_key, make_pool
 from tests.support.pooler import PoolerServer
 
@@ -91,20 +91,6 @@ def test_failovers_refusals_and_model_lists_are_counted(pooler, simulator):
     assert ("pooler_open_websockets", ()) in after
 
 
-async def _concurrent_turns(pooler, key: str, sessions: list[str]) -> None:
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=len(sessions))) as client:
-
-        async def turn(session: str) -> int:
-            response = await client.post(
-                f"{pooler.codex_base_url}/responses",
-                json=turn_body(session=session),
-                headers=session_headers(key, session),
-            )
-            return response.status_code
-
-        assert await asyncio.gather(*(turn(session) for session in sessions)) == [200] * len(sessions)
-
-
 def test_upstream_connections_are_reused_by_many_concurrent_sessions(pooler, simulator):
     """More concurrent streams than one pool keeps alive: a session's next turn still reuses a connection."""
     pool = make_pool()
@@ -118,7 +104,7 @@ def test_upstream_connections_are_reused_by_many_concurrent_sessions(pooler, sim
             account.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.05, "count": len(sessions)}]
         )
         before = samples(httpx.get(f"{pooler.url}/metrics").text)
-        asyncio.run(_concurrent_turns(pooler, key, sessions))
+        assert asyncio.run(post_turns([(pooler.codex_base_url, key, s) for s in sessions])) == [200] * len(sessions)
         after = samples(httpx.get(f"{pooler.url}/metrics").text)
         opened.append(
             total(after, "pooler_upstream_connections_opened_total")

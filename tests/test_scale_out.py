@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import ConcurrencySlot, RequestLog
-from tests.codex_turns import session_headers, turn_body
+from tests.codex_turns import post_turns, session_headers, turn_body
 from tests.factories import make_account, make_key, make_pool
 from tests.support.pooler import PoolerServer
 
@@ -24,16 +24,6 @@ def second_pooler(django_db_setup, django_db_blocker, simulator):
     server.close()
 
 
-async def _post_all(urls_and_keys: list[tuple[str, str]]) -> list[int]:
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as client:
-
-        async def one(url, key):
-            response = await client.post(f"{url}/responses", json=turn_body(), headers=session_headers(key))
-            return response.status_code
-
-        return await asyncio.gather(*(one(url, key) for url, key in urls_and_keys))
-
-
 def turns_seen(simulator, account_ids: set[str]) -> int:
     return sum(1 for r in simulator.requests() if r["account_id"] in account_ids and r.get("kind") == "turn")
 
@@ -44,8 +34,8 @@ def test_rpm_limit_holds_across_two_processes(pooler, second_pooler, simulator):
         make_account(pool, simulator, sim_fields={"percent_per_turn": 0.0}).chatgpt_account_id for _ in range(3)
     }
     key_row, key = make_key(pool, rpm=30)
-    targets = [(p.codex_base_url, key) for p in (pooler, second_pooler) for _ in range(30)]
-    statuses = asyncio.run(_post_all(targets))
+    targets = [(p.codex_base_url, key, None) for p in (pooler, second_pooler) for _ in range(30)]
+    statuses = asyncio.run(post_turns(targets))
     assert statuses.count(200) == 30 and statuses.count(429) == 30
     assert turns_seen(simulator, accounts) == 30
     refused = RequestLog.objects.filter(api_key=key_row, status_code=429)
@@ -120,8 +110,8 @@ def test_an_expiring_token_is_refreshed_once_by_two_processes(pooler, second_poo
     pool = make_pool()
     account = make_account(pool, simulator, token_expires_at=timezone.now() + timedelta(seconds=30))
     _, key = make_key(pool)
-    targets = [(p.codex_base_url, key) for p in (pooler, second_pooler) for _ in range(8)]
-    statuses = asyncio.run(_post_all(targets))
+    targets = [(p.codex_base_url, key, None) for p in (pooler, second_pooler) for _ in range(8)]
+    statuses = asyncio.run(post_turns(targets))
     assert statuses == [200] * 16
     assert simulator.get_account(account.chatgpt_account_id)["refresh_count"] == 1
     account.refresh_from_db()
