@@ -131,6 +131,27 @@ async def saturation(target: Target, concurrency: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def reference_loop_ms() -> float:
+    """How fast this machine runs Python now (a loop of 10^6 additions, best of 3): hosts differ, and a shared
+    host's speed changes from hour to hour, so runs are compared by it."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -271,6 +292,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer turns (a smoke run)")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
+    speed = [reference_loop_ms()]
     logs = REPO / ".cache" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     db = logs / "bench.sqlite3"
@@ -409,7 +431,8 @@ def main() -> None:
                 "",
             )
         )
-    write_results(rows, args)
+    speed.append(reference_loop_ms())
+    write_results(rows, args, speed)
 
 
 def targets_met(rows) -> list[str]:
@@ -442,9 +465,9 @@ def targets_met(rows) -> list[str]:
     ]
 
 
-def write_results(rows, args) -> None:
+def write_results(rows, args, speed: list[float]) -> None:
     machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{'PostgreSQL' if 'postgres' in os.environ.get('DATABASE_URL', '') else 'SQLite'}"
     )
     lines = [
@@ -452,6 +475,9 @@ def write_results(rows, args) -> None:
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine}",
+        f"- machine speed: a pure-Python reference loop (10^6 additions) took {speed[0]:.0f} ms at the start of the "
+        f"run and {speed[1]:.0f} ms at its end (a shared host's speed varies between runs and sessions: compare "
+        "runs by it)",
         f"- command: `make bench`{' (--quick)' if args.quick else ''} (`python -m bench.run`)",
         "- turns: 40 KB request bodies, 60 text deltas (about 70 SSE events) per turn, simulator on loopback",
         f"- TTFB rows: N clients keep N streams open, each turn paced over max(1 s, N × {EVENTS_PER_TURN} / "
