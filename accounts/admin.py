@@ -352,6 +352,8 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "total_tokens",
         "migrated_from",
         "migration_reason",
+        "compaction",
+        "context_lost",
     ]
     list_filter = [
         "created_at",
@@ -364,6 +366,8 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "account",
         "api_key",
         "is_prewarm",
+        "compaction",
+        "context_lost",
     ]
     search_fields = ["request_id", "model", "error_code"]
     date_hierarchy = "created_at"

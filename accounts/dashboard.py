@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from django.contrib import admin
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -72,6 +72,22 @@ def _pool_capacity(pool: Pool, now) -> dict:
     return {"pool": pool, "accounts": accounts, "eligible": len(eligible), "soonest_reset": min(resets, default=None)}
 
 
+def _session_moves(since) -> list[dict]:
+    """How often sessions compact and move, per pool, key and account (a move that dropped a compacted
+    history is the costly kind: the model lost everything the compaction summarised)."""
+    return list(
+        RequestLog.objects.filter(created_at__gte=since)
+        .filter(Q(compaction=True) | Q(migrated_from__isnull=False))
+        .values("pool__name", "api_key__name", "account__label")
+        .annotate(
+            compactions=Count("id", filter=Q(compaction=True)),
+            moves=Count("id", filter=Q(migrated_from__isnull=False)),
+            lost=Count("id", filter=Q(context_lost=True)),
+        )
+        .order_by("-lost", "-moves", "-compactions")[:20]
+    )
+
+
 def dashboard(request):
     now = timezone.now()
     week = now - timedelta(days=7)
@@ -90,6 +106,7 @@ def dashboard(request):
         .values("model")
         .annotate(tokens=Sum("total_tokens"), requests=Count("id"))
         .order_by("-tokens")[:10],
+        "session_moves": _session_moves(week),
         "chart_width": _CHART_WIDTH,
         "chart_height": _CHART_HEIGHT,
     }

@@ -20,13 +20,16 @@ class Strategy(models.TextChoices):
 class SessionMigration(models.TextChoices):
     MIGRATE = "migrate", "Move the session to another account"
     HOLD = "hold", "Hold the session on its account until reset"
+    # A compacted session's history lives in one sealed item only its account can read: moving it loses
+    # everything before the compaction, moving any other session only loses sealed reasoning.
+    HOLD_COMPACTED = "hold_compacted", "Move sessions, but hold compacted ones on their account until reset"
 
 
 class Pool(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.LEAST_USED)
     session_migration = models.CharField(
-        max_length=10, choices=SessionMigration.choices, default=SessionMigration.MIGRATE
+        max_length=20, choices=SessionMigration.choices, default=SessionMigration.MIGRATE
     )
     sticky_ttl_seconds = models.PositiveIntegerField(default=3600)
     allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: every model.")
@@ -308,6 +311,12 @@ class RequestLog(models.Model):
         UpstreamAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     migration_reason = models.CharField(max_length=60, blank=True)
+    compaction = models.BooleanField(default=False, help_text="A turn that compacted the session's history")
+    context_lost = models.BooleanField(
+        default=False,
+        help_text="The session reached this account without its compacted history (sealed to another account); "
+        "the model was told in its place",
+    )
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)

@@ -149,6 +149,9 @@ POOLER_UPSTREAM_POOLS = env.int("POOLER_UPSTREAM_POOLS", default=16)
 POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS = env.int("POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS", default=32)
 # Longest wait for the first byte of a turn before trying another account.
 POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0)
+# A compaction turn whose account has used this much of a quota window moves first to an account with room
+# (the compaction item it makes is readable only where it was made; see proxy/routing.py).
+POOLER_COMPACT_ELSEWHERE_PERCENT = env.float("POOLER_COMPACT_ELSEWHERE_PERCENT", default=80.0)
 # Refresh an access token when it expires within this many seconds.
 POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
 # How long a process reuses a pool's account ordering (chosen accounts are always re-read fresh).

@@ -39,6 +39,9 @@ class Turn:
     slot_id: int | None = None
     slot_account_id: int | None = None  # the account whose concurrent-turn cap the slot counts against
     input_items: int = 0  # length of the history the client sent (to mark where a moved session's own starts)
+    compaction: bool = False  # the turn compacts the history (a `compaction_trigger` turn or a compact route)
+    compacted: bool = False  # the history holds a compaction item (sealed to the account that made it)
+    context_lost: bool = False  # that compaction item had to be dropped here: the model got a notice instead
     plan: routing.Plan | None = None
     account: UpstreamAccount | None = None
     attempts: list = field(default_factory=list)
@@ -151,7 +154,9 @@ def _write(turn: Turn) -> None:
                 updates["quota_observed_at"] = now
             UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
         if plan is not None and turn.outcome in ("ok", "client_closed"):
-            routing.remember_session(plan, key.pool, account, turn.migration_reason, now, turn.input_items)
+            routing.remember_session(
+                plan, key.pool, account, turn.migration_reason, now, turn.input_items, turn.compaction
+            )
     if key is not None and (key.last_used_at is None or now - key.last_used_at >= _KEY_LAST_USED_RESOLUTION):
         PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
@@ -174,6 +179,8 @@ def _write(turn: Turn) -> None:
         sticky=bool(plan and plan.owner and account and plan.owner.id == account.id),
         migrated_from=turn.migrated_from,
         migration_reason=turn.migration_reason[:60],
+        compaction=turn.compaction,
+        context_lost=turn.context_lost,
         ttft_ms=ttft_ms,
         duration_ms=duration_ms,
         client_ip=turn.client_ip,

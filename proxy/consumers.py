@@ -48,6 +48,17 @@ async def _refreshed(account):
         raise refresh_failure(failure) from None
 
 
+def _whole(frame: dict, full_input: list) -> dict:
+    """The frame as a fresh upstream needs it: the whole history, no chain."""
+    return {**{k: v for k, v in frame.items() if k != "previous_response_id"}, "input": full_input}
+
+
+def _stripped(turn: Turn, whole: dict) -> dict:
+    """The frame without another account's history; a dropped compaction is the turn's lost context."""
+    turn.context_lost = migration.compactions(whole) > 0
+    return migration.strip_account_bound(whole)
+
+
 def error_frame(error: PoolerError) -> str:
     return json.dumps({"type": "error", "status": error.status, **error.body()})
 
@@ -124,20 +135,23 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         )
         return UpstreamFailure("chain", error.status, error.code, error.message, body=error_frame(error).encode())
 
-    def _frame_for(self, account, text: str, frame: dict, full_input: list, fresh_connection: bool) -> str:
+    def _frame_for(self, turn: Turn, account, text: str, frame: dict, full_input: list, fresh_connection: bool) -> str:
         """The client's frame as it must reach `account`: untouched on the connection that knows the chain."""
         if not fresh_connection:
             return text
-        whole = {k: v for k, v in frame.items() if k != "previous_response_id"}
-        whole["input"] = full_input
+        whole = _whole(frame, full_input)
         if self.history_account_id is not None and self.history_account_id != account.id:
-            whole = migration.strip_account_bound(whole)
+            whole = _stripped(turn, whole)
+        elif turn.plan.foreign_items and turn.plan.owner and turn.plan.owner.id == account.id:
+            # A session that moved here earlier still carries the old account's items at its start.
+            whole = migration.strip_account_bound(whole, before=turn.plan.foreign_items)
         return json.dumps(whole)
 
     async def _admit_turn(self, turn: Turn, session: str | None) -> list:
         """Admission for this turn; the candidate accounts (the connection's own account when it has one)."""
         require_model({"model": turn.model})
-        if self.account is None:
+        # A compaction is planned like a new turn: it may be better made on another account (routing.py).
+        if self.account is None or turn.compaction:
             plan = await begin(turn, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         check_model(self.key, turn.model)
@@ -160,6 +174,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             # One turn at a time on a connection, as the backend requires; a disconnect cancels both.
             await asyncio.gather(after, return_exceptions=True)
         model = frame.get("model")
+        full_input = self._full_input(frame)
+        whole = {"input": full_input}
         turn = Turn(
             request_id=new_request_id(),
             route="codex.responses",
@@ -168,9 +184,12 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             model=model if isinstance(model, str) else "",
             is_prewarm=frame.get("generate") is False,
             client_ip=self.client_ip,
+            input_items=len(full_input),
+            compaction=migration.is_compaction_turn(whole),
+            compacted=migration.compactions(whole) > 0,
         )
         try:
-            await self._serve_turn(turn, text, frame)
+            await self._serve_turn(turn, text, frame, full_input)
         except asyncio.CancelledError:
             # The client left (even before the first upstream event): close the upstream, free the slot.
             await self._close_upstream()
@@ -188,7 +207,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data=error_frame(error))
                 await turn.settle(error.status, "internal_error", error.code)
 
-    async def _serve_turn(self, turn: Turn, text: str, frame: dict) -> None:
+    async def _serve_turn(self, turn: Turn, text: str, frame: dict, full_input: list) -> None:
         session = routing.sticky_key(self.headers, frame)
         try:
             candidates = await self._admit_turn(turn, session)
@@ -199,7 +218,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             return
         if self.history_account_id is None and turn.plan.owner is not None:
             self.history_account_id = turn.plan.owner.id  # a resumed session: its history is the owner's
-        state = _TurnState(turn, self._full_input(frame))
+        state = _TurnState(turn, full_input)
         failures: list[UpstreamFailure] = []
         tried: set[int] = set()
         index = 0
@@ -210,7 +229,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
                 turn.attempt(account, "at_capacity")
                 continue
             try:
-                first = await self._attempt(account, text, frame, state.full_input)
+                first = await self._attempt(turn, account, text, frame, state.full_input)
             except UpstreamFailure as failure:
                 turn.attempt(account, failure.summary(), failure.status)
                 if failure.client_fault:
@@ -233,7 +252,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
     async def _more_candidates(self, turn: Turn, session: str | None, tried: set[int]) -> list:
         """After the connection's account failed a later turn: the pool's other eligible accounts."""
         try:
-            plan = await db.plan_turn(self.key.pool, turn.model, session)
+            plan = await db.plan_turn(
+                self.key.pool, turn.model, session, compacted=turn.compacted, compaction=turn.compaction
+            )
         except PoolerError:
             return []
         return [a for a in plan.accounts if a.id not in tried]
@@ -270,7 +291,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=error_frame(error))
         await turn.settle(error.status, "upstream_error", error.code)
 
-    async def _attempt(self, account, text: str, frame: dict, full_input: list, *, again: bool = True) -> str:
+    async def _attempt(
+        self, turn: Turn, account, text: str, frame: dict, full_input: list, *, again: bool = True
+    ) -> str:
         """Send the turn on this account's upstream websocket and wait for its first event.
 
         A connection the account lost (closed between turns, token refused) is reopened once (`again`) on the
@@ -281,32 +304,30 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if not reused:
             await self._close_upstream()
             await self._connect(account)
-        outgoing = self._frame_for(account, text, frame, full_input, fresh_connection=not reused)
+        outgoing = self._frame_for(turn, account, text, frame, full_input, fresh_connection=not reused)
         try:
             first = await self._send_and_wait(outgoing)
         except UpstreamFailure as failure:
             if again and reused and failure.kind == "closed":
                 # Closed as the turn went out (an idle close not seen yet): once more on a fresh connection.
-                return await self._reopen(account, text, frame, full_input)
+                return await self._reopen(turn, account, text, frame, full_input)
             raise
         failure = self._error_in(first)
         if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS and self._knows_chain(frame):
             # The account cannot read this history (a pin that expired, a chain it never saw): send it whole
             # and stripped, once.
-            whole = {k: v for k, v in frame.items() if k != "previous_response_id"}
-            whole["input"] = full_input
-            first = await self._send_and_wait(json.dumps(migration.strip_account_bound(whole)))
+            first = await self._send_and_wait(json.dumps(_stripped(turn, _whole(frame, full_input))))
             failure = self._error_in(first)
         if failure and failure.status == 401 and again:
             # The token expired or was revoked while connected: refresh it and reconnect, like the HTTP route.
-            return await self._reopen(await _refreshed(self.account), text, frame, full_input)
+            return await self._reopen(turn, await _refreshed(self.account), text, frame, full_input)
         if failure:
             raise failure
         return first
 
-    async def _reopen(self, account, text: str, frame: dict, full_input: list) -> str:
+    async def _reopen(self, turn: Turn, account, text: str, frame: dict, full_input: list) -> str:
         await self._close_upstream()
-        return await self._attempt(account, text, frame, full_input, again=False)
+        return await self._attempt(turn, account, text, frame, full_input, again=False)
 
     async def _send_and_wait(self, text: str) -> str:
         try:

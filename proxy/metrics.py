@@ -29,6 +29,12 @@ DURATION = Histogram(
     "Whole turn duration",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+COMPACTIONS = Counter("pooler_compactions", "Turns that compacted a session's history", ["pool"])
+CONTEXT_LOST = Counter(
+    "pooler_compacted_context_lost",
+    "Turns that reached an account without the session's compacted history (sealed to another account)",
+    ["pool"],
+)
 OPEN_STREAMS = Gauge("pooler_open_streams", "SSE streams being relayed now")
 OPEN_WEBSOCKETS = Gauge("pooler_open_websockets", "Client websockets open now")
 TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])
@@ -92,6 +98,10 @@ def observe_turn(turn) -> None:
         FAILOVERS.inc()
     if turn.first_byte_at:
         TTFT.observe(turn.first_byte_at - turn.started)
+    if turn.compaction and turn.first_byte_at:
+        COMPACTIONS.labels(pool).inc()
+    if turn.context_lost and turn.first_byte_at:
+        CONTEXT_LOST.labels(pool).inc()
 
 
 def _allowed(request) -> bool:

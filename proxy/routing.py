@@ -187,8 +187,20 @@ def _candidates(
     return ordered, fresh, pin, snapshot
 
 
-def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime | None = None) -> Plan:
-    """The ordered candidates for a turn; raises when none can serve (429 with the soonest reset, or 503)."""
+def plan_turn(
+    pool: Pool,
+    model: str | None,
+    session: str | None,
+    now: datetime | None = None,
+    *,
+    compacted: bool = False,
+    compaction: bool = False,
+) -> Plan:
+    """The ordered candidates for a turn; raises when none can serve (429 with the soonest reset, or 503).
+
+    `compacted`: the turn's history holds a compaction item (what the `hold_compacted` policy holds);
+    `compaction`: the turn compacts the history (see _compact_elsewhere).
+    """
     now = now or timezone.now()
     session_hash = hash_session(session) if session else None
     ordered, fresh, pin, snapshot = _candidates(pool, model, session_hash, now)
@@ -203,12 +215,16 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
     if owner is not None:
         plan.owner, plan.pinned_until, plan.foreign_items = owner, pin.expires_at, pin.foreign_items
         plan.hold = (
-            pool.session_migration == SessionMigration.HOLD
+            _holds(pool.session_migration, compacted)
             and owner.status == "active"
             and not session.startswith(CACHE_KEY_PREFIX)
         )
-        if owner_ok:
-            plan.accounts = [owner] + [a for a in ordered if a.id != owner.id]
+        others = [a for a in ordered if a.id != owner.id]
+        if owner_ok and compaction and not plan.hold and _compact_elsewhere(owner, others, now):
+            # Keep the owner as the last resort: the compaction is best made where the session can stay.
+            plan.accounts, plan.owner_unavailable = others + [owner], "compacted_near_limit"
+        elif owner_ok:
+            plan.accounts = [owner] + others
         else:
             reason = owner.ineligibility(model, now) or "at_capacity"
             if plan.hold:
@@ -217,6 +233,19 @@ def plan_turn(pool: Pool, model: str | None, session: str | None, now: datetime 
     if not plan.accounts:
         raise _nothing_eligible(snapshot.accounts, model, now)
     return plan
+
+
+def _holds(policy: str, compacted: bool) -> bool:
+    return policy == SessionMigration.HOLD or (policy == SessionMigration.HOLD_COMPACTED and compacted)
+
+
+def _compact_elsewhere(owner: UpstreamAccount, others: list[UpstreamAccount], now: datetime) -> bool:
+    """Whether a compaction turn should move its session first: the owner is near its limit and another
+    account has room. A compaction turn still carries the whole history in the clear (only sealed reasoning
+    is lost by moving it), while the compaction item it makes can only be read by the account that made it:
+    made on an account about to run out, it would be lost at the next move."""
+    threshold = settings.POOLER_COMPACT_ELSEWHERE_PERCENT
+    return max(owner.window_used(now)) >= threshold and any(max(a.window_used(now)) < threshold for a in others)
 
 
 def held_error(owner: UpstreamAccount, reason: str, now: datetime | None = None) -> RateLimited:
@@ -273,10 +302,12 @@ def remember_session(
     reason: str = "",
     now: datetime | None = None,
     input_items: int = 0,
+    compaction: bool = False,
 ) -> None:
     """Pin the session to the account that served it, recording a move when it changed.
 
-    `input_items` is the length of the history the moving turn carried: all of it came before the move.
+    `input_items` is the length of the history the moving turn carried: all of it came before the move,
+    unless the turn compacted it (`compaction`): then none of it is left in the history.
     """
     if not plan.session_hash:
         return
@@ -284,8 +315,11 @@ def remember_session(
     ttl = timedelta(seconds=pool.sticky_ttl_seconds)
     pinned = SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash)
     if plan.owner is not None and plan.owner.id == account.id:
+        if plan.foreign_items and compaction:
+            # Compacted on its new account: no item of the old one is left in the history.
+            pinned.filter(account=account).update(foreign_items=0, expires_at=now + ttl)
         # Renewing the pin on every turn would cost a write each: once half its lifetime is gone is enough.
-        if plan.pinned_until is None or plan.pinned_until - now < ttl / 2:
+        elif plan.pinned_until is None or plan.pinned_until - now < ttl / 2:
             pinned.filter(account=account).update(expires_at=now + ttl)
         return
     if plan.owner is None:
@@ -303,7 +337,7 @@ def remember_session(
         move_reason=reason or "owner_failed",
         moved_at=now,
         moves=F("moves") + 1,
-        foreign_items=input_items,
+        foreign_items=0 if compaction else input_items,
         expires_at=now + ttl,
     )
 

@@ -54,7 +54,7 @@ def _prepare(turn: Turn, token: str, session: str | None) -> routing.Plan:
         check_model(key, turn.model)
     # The slot is on the turn before planning can fail, so finish() frees it whatever happens next.
     turn.slot_id = limits.admit(key, turn.request_id, counted=not turn.is_prewarm)
-    turn.plan = routing.plan_turn(key.pool, turn.model, session)
+    turn.plan = routing.plan_turn(key.pool, turn.model, session, compacted=turn.compacted, compaction=turn.compaction)
     return turn.plan
 
 
@@ -284,9 +284,10 @@ class HttpTurn:
         self.turn.input_items = migration.input_count(body)
         bound = migration.has_account_bound(body)
         if strip and bound:
-            content = encode(migration.strip_account_bound(body))
+            content = self._stripped(body)
         elif bound and self.turn.plan.foreign_items and self.turn.plan.owner.id == account.id:
-            # A session that moved here earlier still carries the old account's items at its start.
+            # A session that moved here earlier still carries the old account's items at its start (the
+            # context it lost was accounted when it moved).
             content = encode(migration.strip_account_bound(body, before=self.turn.plan.foreign_items))
         else:
             content = self.raw if self.raw is not None else encode(body)
@@ -296,8 +297,13 @@ class HttpTurn:
             if strip or not bound or failure.code not in migration.ACCOUNT_BOUND_ERRORS:
                 raise
             self.turn.attempt(account, failure.summary(), failure.status)
-            content = encode(migration.strip_account_bound(body))
+            content = self._stripped(body)
             return await open_upstream(account, self.method, self.path, self.request.headers, content, content_type)
+
+    def _stripped(self, body: dict) -> bytes:
+        """The body without another account's history; a dropped compaction is the turn's lost context."""
+        self.turn.context_lost = migration.compactions(body) > 0
+        return encode(migration.strip_account_bound(body))
 
     async def _refuse(self, error: PoolerError, failures: list[UpstreamFailure]) -> HttpResponse:
         turn = self.turn

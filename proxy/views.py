@@ -9,7 +9,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import metrics
+from . import metrics, migration
 from .accounting import Turn
 from .auth import authenticate, require_bearer
 from .body import decode_body, parse_json_object, require_model
@@ -128,6 +128,8 @@ async def start_turn(
         model=require_model(json_body) if json_body else "",
         client_ip=request.META.get("REMOTE_ADDR") or None,
         is_stream=stream,
+        compaction=migration.is_compaction_turn(json_body),
+        compacted=migration.compactions(json_body) > 0,
     )
     proxied = HttpTurn(request, turn, token, path=path, raw=raw)
     request.pooler_turn = turn  # counted in the metrics when the turn is accounted

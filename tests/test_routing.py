@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from accounts.models import SessionAffinity
 from proxy.errors import NoEligibleAccount, RateLimited
-from proxy.migration import has_account_bound, strip_account_bound
+from proxy.migration import NOTICE_ITEM, compactions, has_account_bound, is_compaction_turn, strip_account_bound
 from proxy.routing import plan_turn, remember_session, sticky_key
 from tests.factories import make_account, make_pool
 
@@ -150,5 +150,60 @@ def test_migration_strips_only_account_bound_history():
     assert has_account_bound(body)
     stripped = strip_account_bound(body)
     assert "previous_response_id" not in stripped
-    assert [item["type"] for item in stripped["input"]] == ["message", "function_call"]
+    # The compaction's place is taken by a notice to the model: the context it held stayed behind.
+    assert stripped["input"][1] == NOTICE_ITEM
+    assert [item["type"] for item in stripped["input"]] == ["message", "message", "function_call"]
     assert not has_account_bound(stripped) and len(body["input"]) == 4
+    assert compactions(body) == 1 and compactions(body, before=2) == 0 and compactions(stripped) == 0
+    assert strip_account_bound(body, before=2)["input"][1:] == body["input"][2:]
+
+
+def test_compaction_turns_are_recognised():
+    trigger = {"input": [{"type": "message", "role": "user", "content": "x"}, {"type": "compaction_trigger"}]}
+    assert is_compaction_turn(trigger)
+    assert not is_compaction_turn({"input": [{"type": "compaction_trigger"}, {"type": "message"}]})
+    assert not is_compaction_turn({"input": "text"}) and not is_compaction_turn({})
+
+
+def test_hold_compacted_holds_only_sessions_with_a_compaction():
+    pool = make_pool(session_migration="hold_compacted")
+    owner, other = make_account(pool, label="owner"), make_account(pool, label="other")
+    remember_session(plan_turn(pool, "m", "s"), pool, owner)
+    owner.primary_used_percent, owner.primary_resets_at = 100.0, timezone.now() + timedelta(seconds=900)
+    owner.save()
+    assert plan_turn(pool, "m", "s").accounts == [other]  # only sealed reasoning is lost: it moves
+    with pytest.raises(RateLimited) as error:
+        plan_turn(pool, "m", "s", compacted=True)  # everything before the compaction would be lost: it waits
+    assert 899 <= error.value.retry_after <= 902
+
+
+def test_a_compaction_near_the_owners_limit_is_made_where_the_session_can_stay(settings):
+    settings.POOLER_COMPACT_ELSEWHERE_PERCENT = 80.0
+    pool = make_pool()
+    owner = make_account(pool, label="owner", primary_used_percent=85.0)
+    roomy = make_account(pool, label="roomy", primary_used_percent=5.0)
+    remember_session(plan_turn(pool, "m", "s"), pool, owner)
+    assert plan_turn(pool, "m", "s").accounts[0] == owner  # an ordinary turn stays
+    plan = plan_turn(pool, "m", "s", compaction=True)
+    assert plan.accounts == [roomy, owner] and plan.owner_unavailable == "compacted_near_limit"
+    roomy.primary_used_percent = 90.0
+    roomy.save()
+    assert plan_turn(pool, "m", "s", compaction=True).accounts[0] == owner  # no account has more room
+    held = make_pool(session_migration="hold")
+    held_owner = make_account(held, primary_used_percent=85.0)
+    make_account(held, primary_used_percent=5.0)
+    remember_session(plan_turn(held, "m", "h"), held, held_owner)
+    assert plan_turn(held, "m", "h", compaction=True).accounts[0] == held_owner  # held sessions never move
+
+
+def test_after_a_compaction_the_moved_sessions_history_is_its_own_again():
+    pool = make_pool()
+    first, second = make_account(pool, label="a"), make_account(pool, label="b")
+    remember_session(plan_turn(pool, "m", "s"), pool, first)
+    first.status = "paused"
+    first.save()
+    moved = plan_turn(pool, "m", "s")
+    remember_session(moved, pool, second, "paused", input_items=12)
+    assert SessionAffinity.objects.get().foreign_items == 12
+    remember_session(plan_turn(pool, "m", "s", compaction=True), pool, second, input_items=14, compaction=True)
+    assert SessionAffinity.objects.get().foreign_items == 0
