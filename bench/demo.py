@@ -4,34 +4,24 @@ import argparse
 import time
 
 from bench.stack import REPO, start_stack
+from pooler.client_config import API_KEY_ENV, HTTP_PROVIDER, codex_config
 
-CONFIG = """model_provider = "codex_pooler"
-# The demo runs offline: no update checks, analytics or plugin downloads.
-check_for_update_on_startup = false
-
+# The demo runs offline: no update checks, analytics or plugin downloads. Top-level keys must precede the
+# block's tables in TOML, so these go above it and the tables below.
+_OFFLINE_TOP = "check_for_update_on_startup = false\n"
+_OFFLINE_TABLES = """
 [analytics]
 enabled = false
 
 [features]
 plugins = false
 remote_plugin = false
-
-[model_providers.codex_pooler]
-name = "Codex Pooler (demo)"
-base_url = "{base_url}"
-wire_api = "responses"
-requires_openai_auth = true
-env_key = "CODEX_POOLER_API_KEY"
-supports_websockets = true
-
-[model_providers.codex_pooler_http]
-name = "Codex Pooler (demo, HTTP)"
-base_url = "{base_url}"
-wire_api = "responses"
-requires_openai_auth = true
-env_key = "CODEX_POOLER_API_KEY"
-supports_websockets = false
 """
+
+
+def config_toml(base_url: str) -> str:
+    """The demo's `config.toml`: the documented block verbatim between the demo's offline settings."""
+    return f"{_OFFLINE_TOP}{codex_config(base_url)}{_OFFLINE_TABLES}"
 
 
 def main() -> None:
@@ -43,7 +33,8 @@ def main() -> None:
     stack = start_stack(args.port, "demo", 3, logs=logs)
     home = logs / "codex-home"
     home.mkdir(exist_ok=True)
-    (home / "config.toml").write_text(CONFIG.format(base_url=stack.codex_base_url))
+    config = config_toml(stack.codex_base_url)
+    (home / "config.toml").write_text(config)
     codex = REPO / ".cache" / "codex" / "node_modules" / ".bin" / "codex"
     print(
         f"""
@@ -54,10 +45,10 @@ Codex Pooler demo is up.
 
 config.toml written to {home / "config.toml"}:
 
-{CONFIG.format(base_url=stack.codex_base_url)}
-Try it in another terminal:
+{config}
+Try it in another terminal (websockets; add `-c model_provider={HTTP_PROVIDER}` for HTTP/SSE):
 
-  export CODEX_POOLER_API_KEY={stack.api_key}
+  export {API_KEY_ENV}={stack.api_key}
   CODEX_HOME={home} {codex} exec --skip-git-repo-check "hello pooler" </dev/null
 
 Press Ctrl-C to stop.""",

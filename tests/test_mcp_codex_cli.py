@@ -1,4 +1,4 @@
-"""The README's MCP snippet is right: the real Codex CLI connects to /mcp with the token and finds the tools."""
+"""The documented MCP block is right: the real Codex CLI connects to /mcp with the token and finds the tools."""
 
 import os
 import subprocess
@@ -7,16 +7,11 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 
+from pooler.client_config import MCP_KEY_ENV, MCP_SERVER, mcp_config
 from tests.factories import make_account, make_key, make_mcp_token, make_pool
 from tests.support.codex import run_codex
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.codex_cli]
-
-SNIPPET = """
-[mcp_servers.codex_pooler]
-url = "{url}/mcp"
-bearer_token_env_var = "CODEX_POOLER_MCP_TOKEN"
-"""
 
 
 def test_codex_cli_lists_the_pooler_mcp_tools(codex_bin, pooler, simulator, tmp_path):
@@ -25,8 +20,7 @@ def test_codex_cli_lists_the_pooler_mcp_tools(codex_bin, pooler, simulator, tmp_
     _, key = make_key(pool)
     _, token = make_mcp_token(get_user_model().objects.create_user("ops"))
     home, work = tmp_path / "home", tmp_path / "work"
-    snippet = SNIPPET.format(url=pooler.url)
-    env = {"CODEX_POOLER_MCP_TOKEN": token}
+    env = {MCP_KEY_ENV: token}
 
     # The turn itself goes through the pooler as usual; the CLI offers the MCP server's tools to the model.
     simulator.clear_requests()
@@ -39,7 +33,7 @@ def test_codex_cli_lists_the_pooler_mcp_tools(codex_bin, pooler, simulator, tmp_
         home=home,
         cwd=work,
         extra_env=env,
-        config_extra=snippet,
+        config_extra=mcp_config(pooler.url),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     # The CLI initialized a session and listed the tools (it offers them to the model only when it sends tools).
@@ -58,4 +52,4 @@ def test_codex_cli_lists_the_pooler_mcp_tools(codex_bin, pooler, simulator, tmp_
         timeout=60,
         env={**os.environ, "CODEX_HOME": str(home), **env},
     )
-    assert "codex_pooler" in listed.stdout and f"{pooler.url}/mcp" in listed.stdout
+    assert MCP_SERVER in listed.stdout and f"{pooler.url}/mcp" in listed.stdout
