@@ -30,6 +30,7 @@ def create_app() -> Starlette:
             Route("/_sim/accounts", control.register_account, methods=["POST"]),
             Route("/_sim/accounts/{account_id}", control.account_detail, methods=["GET", "PATCH", "DELETE"]),
             Route("/_sim/requests", control.request_log, methods=["GET", "DELETE"]),
+            Route("/_sim/config", control.config, methods=["GET", "PATCH"]),
             Route("/_sim/stats", control.stats, methods=["GET"]),
             Route("/_sim/stats/reset", control.reset_stats, methods=["POST"]),
             Route("/_sim/reset", control.reset, methods=["POST"]),

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import turns
-from .gate import Refusal, admit, authenticate, rate_limit_headers
+from .gate import Refusal, admit, authenticate, bearer, rate_limit_headers
 from .models import models_response
 from .pacing import paced
 from .state import STREAM_FAULTS, Account, SimState
@@ -48,7 +48,8 @@ def tool_names(body: dict) -> list[str]:
     return [str(t.get("name") or t.get("type")) for t in body.get("tools") or [] if isinstance(t, dict)]
 
 
-def _note_body(entry: dict, body: dict) -> None:
+def note_body(entry: dict, body: dict) -> None:
+    """What the log keeps of a turn's body: metadata, never text."""
     entry.update(
         model=body.get("model"),
         prompt_cache_key=body.get("prompt_cache_key"),
@@ -56,6 +57,8 @@ def _note_body(entry: dict, body: dict) -> None:
         tool_names=tool_names(body),
         # How much account-bound history a turn carried (a count, never the content).
         encrypted_items=sum(1 for i in body.get("input") or [] if isinstance(i, dict) and i.get("encrypted_content")),
+        input_types=turns.input_types(body.get("input")),
+        compaction_trigger=turns.ends_with_compaction_trigger(body.get("input")),
     )
 
 
@@ -67,7 +70,7 @@ async def responses(request: Request) -> Response:
         account = authenticate(state, request.headers)
         entry["account_id"] = account.account_id
         body, size = await read_json(request)
-        _note_body(entry, body)
+        note_body(entry, body)
         admit(account, body, "turn")
     except Refusal as refusal:
         return refusal_response(refusal, account, entry)
@@ -128,14 +131,19 @@ async def _sse(state: SimState, events: list[dict], fault: dict | None, entry: d
 
 
 async def compact(request: Request) -> Response:
+    """The legacy compaction endpoint: retired upstream (404) unless `/_sim/config` brings it back."""
     state = _state(request)
     entry = state.log.add(request.url.path, "compact", "http", request.headers)
+    if not state.config["compact_endpoint"]:
+        caller = state.account_by_token(bearer(request.headers))  # named in the log, so tests can filter by it
+        entry.update(account_id=caller.account_id if caller else None, status=404, outcome="rejected")
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
     account = None
     try:
         account = authenticate(state, request.headers)
         entry["account_id"] = account.account_id
         body, _ = await read_json(request)
-        _note_body(entry, body)
+        note_body(entry, body)
         admit(account, body, "compact")
     except Refusal as refusal:
         return refusal_response(refusal, account, entry)

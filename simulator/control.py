@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import tokens
-from .state import Account, SimState, Window, normalize_fault
+from .state import DEFAULT_CONFIG, Account, SimState, Window, normalize_fault
 
 _SIMPLE_FIELDS = {
     "email": str,
@@ -128,6 +128,23 @@ async def request_log(request: Request) -> Response:
         state.log.clear()
         return Response(status_code=204)
     return JSONResponse(state.log.matching(dict(request.query_params)))
+
+
+async def config(request: Request) -> Response:
+    """The backend-wide switches: `GET`, or `PATCH` some of them (booleans; unknown names are refused)."""
+    state = _state(request)
+    if request.method == "PATCH":
+        try:
+            fields = await _json(request)
+        except ValueError as exc:
+            return _bad(str(exc))
+        for name, value in fields.items():
+            if name not in DEFAULT_CONFIG:
+                return _bad(f"unknown field {name!r}")
+            if not isinstance(value, bool):
+                return _bad(f"{name!r} must be true or false")
+        state.config.update(fields)
+    return JSONResponse(state.config)
 
 
 async def stats(request: Request) -> Response:

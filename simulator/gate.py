@@ -28,14 +28,14 @@ class Refusal(Exception):
         return {"error": self.error}
 
 
-def _bearer(headers) -> str:
+def bearer(headers) -> str:
     value = headers.get("authorization", "")
     return value[7:].strip() if value[:7].lower() == "bearer " else ""
 
 
 def authenticate(state: SimState, headers) -> Account:
     """The account whose CURRENT, unexpired access token is the bearer (and matches chatgpt-account-id)."""
-    token = _bearer(headers)
+    token = bearer(headers)
     if not token:
         raise Refusal(401, None, "Missing bearer or basic authentication in header.")
     account = state.account_by_token(token)

@@ -231,11 +231,17 @@ class RequestLog:
         self.entries.clear()
 
 
+# Switches of the simulated backend as a whole (`/_sim/config`). The legacy `/responses/compact` is retired
+# upstream (404); tests of a gateway's old path turn it back on.
+DEFAULT_CONFIG = {"compact_endpoint": False}
+
+
 class SimState:
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
+        self.config = dict(DEFAULT_CONFIG)
         self.accounts: dict[str, Account] = {}
         self.auth_codes: dict[str, dict] = {}
         self.next_login: dict | None = None

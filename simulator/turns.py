@@ -1,10 +1,14 @@
-"""The events of one simulated turn: the Responses stream order the Codex CLI expects, echoing the user."""
+"""The events of one simulated turn: the Responses stream order the Codex CLI expects.
+
+The model echoes the user, plays a script (see `script.py`), or answers a `compaction_trigger` with one
+sealed compaction item.
+"""
 
 import json
 import time
 import uuid
 
-from . import sealing
+from . import script, sealing
 
 REPLY_PREFIX = "echo: "
 
@@ -18,19 +22,23 @@ def last_user_text(input_items) -> str:
         output = items[-1].get("output")
         return output if isinstance(output, str) else json.dumps(output)
     for item in reversed(items):
-        if not isinstance(item, dict) or item.get("role") != "user":
-            continue
-        content = item.get("content")
-        if isinstance(content, str):
-            return content
-        texts = [
-            part.get("text", "")
-            for part in content or []
-            if isinstance(part, dict) and part.get("type") in ("input_text", "text")
-        ]
-        if texts:
-            return "".join(texts)
+        if isinstance(item, dict) and item.get("role") == "user" and (text := script.message_text(item)):
+            return text
     return ""
+
+
+def ends_with_compaction_trigger(input_items) -> bool:
+    """CLI 0.169.0 asks for a compaction (v2) with an ordinary turn whose last input item is this trigger."""
+    items = script.items_of(input_items)
+    return bool(items) and items[-1].get("type") == "compaction_trigger"
+
+
+def input_types(input_items) -> list[str]:
+    """The shape of an input, for the request log: `message:<role>` or the item's type, never its text."""
+    return [
+        f"message:{item.get('role')}" if item.get("type", "message") == "message" else str(item.get("type"))
+        for item in script.items_of(input_items)
+    ]
 
 
 def foreign_encrypted_content(input_items, account_id: str) -> str | None:
@@ -55,8 +63,10 @@ def _chunks(text: str, count: int) -> list[str]:
     return pieces
 
 
-def usage(body_bytes: int, output_text: str, reasoning: bool) -> dict:
-    input_tokens = max(1, body_bytes // 4)
+def usage(body_bytes: int, output_text: str, reasoning: bool, input_tokens: int | None = None) -> dict:
+    """Token counts guessed from sizes, unless a script says how many input tokens to report."""
+    if input_tokens is None:
+        input_tokens = max(1, body_bytes // 4)
     reasoning_tokens = 16 if reasoning else 0
     output_tokens = max(1, len(output_text) // 4) + reasoning_tokens
     return {
@@ -93,32 +103,73 @@ def new_response_id() -> str:
 
 
 def turn_events(
-    body: dict, account_id: str, body_bytes: int, deltas: int, response_id: str, generate: bool = True
+    body: dict,
+    account_id: str,
+    body_bytes: int,
+    deltas: int,
+    response_id: str,
+    generate: bool = True,
+    conversation: list | None = None,
 ) -> list[dict]:
-    """All events of a turn, `sequence_number`ed; a prewarm (`generate: false`) has no output items."""
+    """All events of a turn, `sequence_number`ed; a prewarm (`generate: false`) has no output items.
+
+    `conversation` is the whole conversation when the body's input is only its end (a websocket chain).
+    """
+    if conversation is None:
+        conversation = script.items_of(body.get("input"))
     events: list[dict] = [
         {"type": kind, "response": _response(response_id, body, "in_progress", [], None)}
         for kind in ("response.created", "response.in_progress")
     ]
     output: list[dict] = []
-    text = ""
-    if generate:
-        text = REPLY_PREFIX + last_user_text(body.get("input"))
-        if body.get("reasoning") is not None:
+    text, input_tokens, reasoning = "", None, False
+    if generate and ends_with_compaction_trigger(body.get("input")):
+        # The CLI accepts exactly one output item here: no reasoning.
+        output.append(_compaction_events(events, conversation, account_id))
+    elif generate:
+        reasoning = body.get("reasoning") is not None
+        if reasoning:
             output.append(_reasoning_events(events, body, account_id, len(output)))
-        tool = _forced_tool(body)
-        if tool is not None:
-            output.append(_function_call_events(events, tool, text, deltas, len(output)))
+        plan = script.of_conversation(conversation)
+        if plan is None:
+            text = _echo(events, body, deltas, output)
         else:
-            text = _formatted(body, text)
-            output.append(_message_events(events, text, deltas, len(output)))
-    done = _response(
-        response_id, body, "completed", output, usage(body_bytes, text, generate and body.get("reasoning") is not None)
-    )
+            text, input_tokens = _play(events, plan, conversation, account_id, deltas, output)
+    done = _response(response_id, body, "completed", output, usage(body_bytes, text, reasoning, input_tokens))
     events.append({"type": "response.completed", "response": done})
     for number, event in enumerate(events):
         event["sequence_number"] = number
     return events
+
+
+def _echo(events: list, body: dict, deltas: int, output: list) -> str:
+    """The echo of the user's text: a message, or a call of the tool the turn forces."""
+    text = REPLY_PREFIX + last_user_text(body.get("input"))
+    tool = _forced_tool(body)
+    if tool is not None:
+        arguments = _arguments(tool, text.removeprefix(REPLY_PREFIX))
+        output.append(_function_call_events(events, tool.get("name"), arguments, deltas, len(output)))
+        return text
+    text = _formatted(body, text)
+    output.append(_message_events(events, text, deltas, len(output)))
+    return text
+
+
+def _play(
+    events: list, plan: script.Script, conversation: list, account_id: str, deltas: int, output: list
+) -> tuple[str, int | None]:
+    """One response of a script: its next tool step, or the final message (and its token count) once done."""
+    step = script.next_step(plan, conversation, account_id)
+    if step is None:
+        text = script.final_text(plan, conversation, account_id)
+        output.append(_message_events(events, text, deltas, len(output)))
+        return text, plan.tokens
+    if step.tool == "exec_command":
+        arguments = json.dumps({"cmd": step.text})
+        output.append(_function_call_events(events, step.tool, arguments, deltas, len(output)))
+    else:
+        output.append(_custom_tool_call_events(events, step.tool, step.text, deltas, len(output)))
+    return step.text, None
 
 
 def _forced_tool(body: dict) -> dict | None:
@@ -152,14 +203,17 @@ def _formatted(body: dict, text: str) -> str:
     return text
 
 
-def _function_call_events(events: list, tool: dict, text: str, deltas: int, index: int) -> dict:
-    item_id, call_id = "fc_" + uuid.uuid4().hex, "call_" + uuid.uuid4().hex[:24]
-    arguments = _arguments(tool, text.removeprefix(REPLY_PREFIX))
+def _call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def _function_call_events(events: list, name: str, arguments: str, deltas: int, index: int) -> dict:
+    item_id = "fc_" + uuid.uuid4().hex
     item = {
         "type": "function_call",
         "id": item_id,
-        "call_id": call_id,
-        "name": tool.get("name"),
+        "call_id": _call_id(),
+        "name": name,
         "arguments": "",
         "status": "in_progress",
     }
@@ -184,6 +238,44 @@ def _function_call_events(events: list, tool: dict, text: str, deltas: int, inde
     done = {**item, "arguments": arguments, "status": "completed"}
     events.append({"type": "response.output_item.done", "output_index": index, "item": done})
     return done
+
+
+def _custom_tool_call_events(events: list, name: str, input_: str, deltas: int, index: int) -> dict:
+    """A call of a custom (free-form) tool such as the CLI's `apply_patch`: its input is plain text."""
+    item_id = "ctc_" + uuid.uuid4().hex
+    item = {
+        "type": "custom_tool_call",
+        "id": item_id,
+        "call_id": _call_id(),
+        "name": name,
+        "input": "",
+        "status": "in_progress",
+    }
+    events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+    common = {"item_id": item_id, "output_index": index}
+    for piece in _chunks(input_, min(deltas, 4)):
+        events.append({"type": "response.custom_tool_call_input.delta", **common, "delta": piece})
+    events.append({"type": "response.custom_tool_call_input.done", **common, "input": input_})
+    done = {**item, "input": input_, "status": "completed"}
+    events.append({"type": "response.output_item.done", "output_index": index, "item": done})
+    return done
+
+
+def _compaction_events(events: list, conversation: list, account_id: str) -> dict:
+    """The one item of a compaction (v2): the conversation's memory, sealed to this account."""
+    item = _compaction_item(conversation, account_id)
+    events.append({"type": "response.output_item.added", "output_index": 0, "item": item})
+    events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
+    return item
+
+
+def _compaction_item(conversation: list, account_id: str) -> dict:
+    memory = script.compaction_memory(conversation, account_id)
+    return {
+        "id": "cmp_" + uuid.uuid4().hex,
+        "type": "compaction",
+        "encrypted_content": sealing.seal(account_id, "compaction", memory),
+    }
 
 
 def _reasoning_events(events: list, body: dict, account_id: str, index: int) -> dict:
@@ -236,18 +328,9 @@ def _message_events(events: list, text: str, deltas: int, index: int) -> dict:
 
 def compacted_output(body: dict, account_id: str) -> list[dict]:
     """The compacted history: the user's messages kept, everything else folded into one compaction item."""
-    kept = [
-        item
-        for item in body.get("input") or []
-        if isinstance(item, dict) and item.get("type") == "message" and item.get("role") == "user"
-    ]
-    return kept + [
-        {
-            "type": "compaction",
-            "id": "cmp_" + uuid.uuid4().hex,
-            "encrypted_content": sealing.seal(account_id, "compaction"),
-        }
-    ]
+    items = script.items_of(body.get("input"))
+    kept = [item for item in items if item.get("type") == "message" and item.get("role") == "user"]
+    return kept + [_compaction_item(items, account_id)]
 
 
 def rate_limits_event(account, now: float) -> dict:

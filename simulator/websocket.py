@@ -2,17 +2,20 @@
 
 Each `response.create` text frame is answered with one JSON text frame per event (the SSE `data:` objects),
 preceded by a `codex.rate_limits` event; refusals become `{"type": "error", "status": N, ...}` frames.
+The CLI chains turns with `previous_response_id` and sends only the new items: the connection keeps each
+response's conversation so the model answers the whole of it.
 """
 
 import asyncio
 import json
 import time
+from collections import OrderedDict
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import turns
-from .backend import tool_names
+from . import script, turns
+from .backend import note_body
 from .gate import Refusal, admit, authenticate, rate_limit_headers
 from .pacing import paced
 from .state import HANG_UP, NO_RATE_LIMITS, STREAM_FAULTS, Account, SimState
@@ -47,20 +50,41 @@ async def _read(websocket: WebSocket, inbox: asyncio.Queue) -> None:
         await inbox.put(None)
 
 
+class Chains:
+    """The conversations of a connection's latest responses (resolved input + output), by response id."""
+
+    def __init__(self, limit: int = 50) -> None:
+        self._conversations: OrderedDict[str, list] = OrderedDict()
+        self._limit = limit  # a long session keeps only its recent responses, as a bounded cache would
+
+    def __contains__(self, response_id) -> bool:
+        return response_id in self._conversations
+
+    def resolve(self, frame: dict) -> list:
+        """The whole conversation of a `response.create`: its chain's, then its own input."""
+        earlier = self._conversations.get(frame.get("previous_response_id"), [])
+        return earlier + script.items_of(frame.get("input"))
+
+    def remember(self, response_id: str, conversation: list) -> None:
+        self._conversations[response_id] = conversation
+        while len(self._conversations) > self._limit:
+            self._conversations.popitem(last=False)
+
+
 async def _serve(websocket: WebSocket, state: SimState, account: Account) -> None:
-    known_ids: set[str] = set()  # responses of this connection: `previous_response_id` may name them
+    chains = Chains()  # responses of this connection: `previous_response_id` may name them
     inbox: asyncio.Queue = asyncio.Queue()
     reader = asyncio.create_task(_read(websocket, inbox))
     try:
         while (text := await inbox.get()) is not None:
-            if not await _answer(websocket, state, account, text, known_ids, reader):
+            if not await _answer(websocket, state, account, text, chains, reader):
                 return
     finally:
         reader.cancel()
 
 
 async def _answer(
-    websocket: WebSocket, state: SimState, account: Account, text: str, known_ids: set[str], reader: asyncio.Task
+    websocket: WebSocket, state: SimState, account: Account, text: str, chains: Chains, reader: asyncio.Task
 ) -> bool:
     """Answer one client frame; False when the connection is over."""
     try:
@@ -84,7 +108,7 @@ async def _answer(
             )
         )
         return True
-    turn = asyncio.create_task(_turn(websocket, state, account, frame, len(text), known_ids))
+    turn = asyncio.create_task(_turn(websocket, state, account, frame, len(text), chains))
     # A client that leaves mid-turn ends the turn at once, even during a scripted delay, as the backend would.
     await asyncio.wait({turn, reader}, return_when=asyncio.FIRST_COMPLETED)
     if not turn.done():
@@ -95,25 +119,16 @@ async def _answer(
 
 
 async def _turn(
-    websocket: WebSocket, state: SimState, account: Account, frame: dict, size: int, known_ids: set[str]
+    websocket: WebSocket, state: SimState, account: Account, frame: dict, size: int, chains: Chains
 ) -> bool:
     """Answer one `response.create`; False when the connection is over (client gone or scripted cut)."""
     generate = frame.get("generate", True) is not False
     kind = "turn" if generate else "prewarm"
-    entry = state.log.add(
-        websocket.url.path,
-        kind,
-        "websocket",
-        websocket.headers,
-        account_id=account.account_id,
-        model=frame.get("model"),
-        prompt_cache_key=frame.get("prompt_cache_key"),
-        previous_response_id=frame.get("previous_response_id"),
-        tool_names=tool_names(frame),
-    )
+    entry = state.log.add(websocket.url.path, kind, "websocket", websocket.headers, account_id=account.account_id)
+    note_body(entry, frame)
     now = time.time()
     try:
-        admit(account, frame, kind, known_ids)
+        admit(account, frame, kind, chains)
     except Refusal as refusal:
         entry.update(status=refusal.status, outcome="rejected", error_code=refusal.code)
         await websocket.send_text(
@@ -128,9 +143,10 @@ async def _turn(
         )
         return True
     response_id = turns.new_response_id()
-    known_ids.add(response_id)
     account.response_ids.append(response_id)
-    events = turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate)
+    conversation = chains.resolve(frame)
+    events = turns.turn_events(frame, account.account_id, size, account.deltas, response_id, generate, conversation)
+    chains.remember(response_id, conversation + events[-1]["response"]["output"])
     if account.take_fault({NO_RATE_LIMITS}) is None:
         events.insert(0, turns.rate_limits_event(account, now))
     fault = account.take_fault(STREAM_FAULTS) if generate else None

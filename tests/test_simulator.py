@@ -477,11 +477,15 @@ def test_encrypted_history_only_verifies_on_its_account(simulator):
 def test_compaction_items_are_bound_too(simulator):
     first, second = simulator.add_account(), simulator.add_account()
     body = {k: v for k, v in turn_body("long history").items() if k != "stream"}
-    compact = httpx.post(
-        f"{simulator.codex_base_url}/responses/compact",
-        json=body,
-        headers={"Authorization": f"Bearer {first['access_token']}"},
-    )
+    simulator.set_config(compact_endpoint=True)  # the retired endpoint, for gateways that still call it
+    try:
+        compact = httpx.post(
+            f"{simulator.codex_base_url}/responses/compact",
+            json=body,
+            headers={"Authorization": f"Bearer {first['access_token']}"},
+        )
+    finally:
+        simulator.set_config(compact_endpoint=False)
     assert compact.status_code == 200
     output = compact.json()["output"]
     compaction = output[-1]
@@ -490,6 +494,59 @@ def test_compaction_items_are_bound_too(simulator):
     follow_up = turn_body(input=[*output, user_message("next")])
     assert post_turn(simulator, first, follow_up).status_code == 200
     assert post_turn(simulator, second, follow_up).json()["error"]["code"] == "invalid_encrypted_content"
+
+
+def test_the_legacy_compact_endpoint_is_gone_unless_switched_on(simulator):
+    account = simulator.add_account()
+    assert simulator.config() == {"compact_endpoint": False}
+    url, auth = f"{simulator.codex_base_url}/responses/compact", {"Authorization": f"Bearer {account['access_token']}"}
+    gone = httpx.post(url, json=turn_body(), headers=auth)
+    assert gone.status_code == 404 and gone.json() == {"detail": "Not Found"}
+    logged = simulator.requests(account_id=account["account_id"], kind="compact")
+    assert [(e["status"], e["path"]) for e in logged] == [(404, "/backend-api/codex/responses/compact")]
+    with pytest.raises(RuntimeError, match="unknown field"):
+        simulator.set_config(compact_endpnt=True)
+    assert simulator.set_config(compact_endpoint=True) == {"compact_endpoint": True}
+    try:
+        assert httpx.post(url, json=turn_body(), headers=auth).status_code == 200
+    finally:
+        simulator.set_config(compact_endpoint=False)
+
+
+def _compaction_body(history: list) -> dict:
+    return turn_body(input=[*history, {"type": "compaction_trigger"}])
+
+
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+def test_a_compaction_trigger_is_answered_with_exactly_one_bound_compaction(simulator, transport):
+    first, second = simulator.add_account(percent_per_turn=2), simulator.add_account()
+    history = turn_body("long history")["input"]
+    if transport == "http":
+        events = events_of(post_turn(simulator, first, _compaction_body(history)).text)
+    else:
+        with ws_connect(simulator, first) as ws:
+            events = ws_turn(ws, _compaction_body(history))[1:]  # after codex.rate_limits
+    assert [e["type"] for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    (compaction,) = events[-1]["response"]["output"]
+    assert set(compaction) == {"id", "type", "encrypted_content"} and compaction["type"] == "compaction"
+    assert compaction["id"].startswith("cmp_") and compaction["encrypted_content"].startswith("gAAAA")
+    assert events[-1]["response"]["usage"]["total_tokens"] > 0
+    assert simulator.get_account(first["account_id"])["primary_used_percent"] == 2  # it counts like a turn
+    (entry,) = simulator.requests(account_id=first["account_id"], kind="turn")
+    assert entry["compaction_trigger"] is True
+    assert entry["input_types"] == ["message:developer", "message:user", "compaction_trigger"]
+    follow_up = turn_body(input=[*history, compaction, user_message("next")])
+    assert post_turn(simulator, first, follow_up).status_code == 200
+    refused = post_turn(simulator, second, _compaction_body([*history, compaction]))
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_encrypted_content"
+    simulator.patch_account(first["account_id"], primary_used_percent=100)
+    assert post_turn(simulator, first, _compaction_body(history)).status_code == 429
 
 
 def test_previous_response_id_must_be_known_to_the_account(simulator):
@@ -540,6 +597,7 @@ def test_request_log_records_metadata_and_never_bodies(simulator):
     assert ok["session_id"] == "sess-1" and ok["headers"]["x-client-request-id"] == "r1"
     assert (refused["status"], refused["outcome"], refused["error_code"]) == (401, "rejected", "token_invalid")
     assert simulator.requests(status=401) == [refused]
+    assert ok["input_types"] == ["message:developer", "message:user"] and ok["compaction_trigger"] is False
 
 
 def test_reposting_an_account_replaces_it_and_bad_fields_are_refused(simulator):

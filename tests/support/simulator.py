@@ -56,6 +56,13 @@ class Simulator:
     def reset(self) -> None:
         self._ok(self._http.post("/_sim/reset"))
 
+    def config(self) -> dict:
+        """The backend-wide switches, e.g. `{"compact_endpoint": false}`."""
+        return self._ok(self._http.get("/_sim/config")).json()
+
+    def set_config(self, **fields) -> dict:
+        return self._ok(self._http.patch("/_sim/config", json=fields)).json()
+
     def output(self) -> str:
         return process_output(self.process) if self.process is not None else ""
 
