@@ -266,10 +266,10 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         turn.note_migration(account, failures)
         # A move made by the prewarm is the session's move: show it on the first real turn too.
         if turn.is_prewarm and turn.migrated_from:
-            self.prewarm_move = (turn.migrated_from, turn.migration_reason)
+            self.prewarm_move = (turn.migrated_from, turn.migration_reason, turn.context_lost)
         elif not turn.is_prewarm and self.prewarm_move:
             if turn.migrated_from is None:
-                turn.migrated_from, turn.migration_reason = self.prewarm_move
+                turn.migrated_from, turn.migration_reason, turn.context_lost = self.prewarm_move
             self.prewarm_move = None
         if self.plan is None:
             self.plan = turn.plan

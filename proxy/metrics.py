@@ -100,7 +100,7 @@ def observe_turn(turn) -> None:
         TTFT.observe(turn.first_byte_at - turn.started)
     if turn.compaction and turn.first_byte_at:
         COMPACTIONS.labels(pool).inc()
-    if turn.context_lost and turn.first_byte_at:
+    if turn.context_lost and turn.first_byte_at and not turn.is_prewarm:  # a prewarm's move shows on its turn
         CONTEXT_LOST.labels(pool).inc()
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 # The watcher parses only these events; every other event passes through untouched and unparsed.
 _WATCHED = (b"response.completed", b"response.failed", b"response.incomplete", b'"error"', b"codex.rate_limits")
 WATCHED_IN_FRAMES = tuple(marker.decode() for marker in _WATCHED)  # the same, for websocket text frames
+_ITEM_DONE = b"response.output_item.done"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 
 
@@ -42,9 +43,12 @@ def parse_block(block: bytes) -> dict | None:
 class SseWatcher:
     """Fed raw chunks in order; remembers usage, the final response, the terminal event and errors."""
 
-    def __init__(self):
+    def __init__(self, keep_items: bool = False):
         self._parser = SseParser()
         self.events = 0
+        # The output items as they are done, for answers built from them (only when asked: they cost a parse).
+        self.items: list[dict] = []
+        self._keep_items = keep_items
         self.usage: dict | None = None
         self.response: dict | None = None
         self.terminal: str | None = None
@@ -55,8 +59,12 @@ class SseWatcher:
     def feed(self, chunk: bytes) -> None:
         for block in self._parser.blocks(chunk):
             self.events += 1
-            if any(marker in block for marker in _WATCHED) and (event := parse_block(block)) is not None:
+            watched = any(marker in block for marker in _WATCHED)
+            kept = self._keep_items and _ITEM_DONE in block
+            if (watched or kept) and (event := parse_block(block)) is not None:
                 observe_event(self, event)
+                if kept and event.get("type") == "response.output_item.done" and isinstance(event.get("item"), dict):
+                    self.items.append(event["item"])
 
 
 def observe_event(watcher, event: dict) -> None:

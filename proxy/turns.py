@@ -363,10 +363,10 @@ class HttpTurn:
             await close_upstream(response)
             await finish(turn)
 
-    async def collect(self, opened: Opened) -> SseWatcher:
+    async def collect(self, opened: Opened, keep_items: bool = False) -> SseWatcher:
         """Read a whole stream (for clients that asked for one JSON answer) and account it."""
         response, first = opened.response, opened.first
-        turn, watcher = self.turn, SseWatcher()
+        turn, watcher = self.turn, SseWatcher(keep_items)
         try:
             watcher.feed(first)
             async for chunk in opened.rest:

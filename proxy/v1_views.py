@@ -3,17 +3,10 @@
 from django.http import HttpResponse, JsonResponse
 
 from . import openai_compat
-from .errors import PoolerError, UpstreamUnavailable, error_response
+from .compaction import compacted_output, compacted_response, failed_turn_error, trigger_turn
+from .errors import PoolerError, error_response
 from .models_list import pool_models
 from .views import read_json, runtime_view, start_turn
-
-
-def _failed_turn_error(watcher) -> PoolerError:
-    error = watcher.error or {}
-    message = error.get("message") or "The upstream turn did not complete."
-    if error.get("type") == "invalid_request_error" or error.get("code") == "context_length_exceeded":
-        return PoolerError(message, code=error.get("code"))
-    return UpstreamUnavailable(message, code=error.get("code") or "upstream_error")
 
 
 @runtime_view(("POST",), turn=True)
@@ -30,25 +23,25 @@ async def responses(request, token, request_id):
         return proxied.stream(opened)
     watcher = await proxied.collect(opened)
     if (response := openai_compat.final_response(watcher)) is None:
-        return error_response(_failed_turn_error(watcher), request_id)
+        return error_response(failed_turn_error(watcher), request_id)
     return JsonResponse(response, headers={"x-request-id": request_id})
 
 
 @runtime_view(("POST",), turn=True)
 async def responses_compact(request, token, request_id):
-    backend_body = openai_compat.responses_request(read_json(request))
-    backend_body.pop("stream", None)
-    backend_body.pop("store", None)
+    """POST /v1/responses/compact: a compaction v2 turn answered as the API's `response.compaction`."""
+    turn_body = trigger_turn(openai_compat.responses_request(read_json(request)))
     proxied, opened = await start_turn(
-        request,
-        token,
-        request_id,
-        route="v1.responses.compact",
-        path="/responses/compact",
-        body=backend_body,
-        stream=False,
+        request, token, request_id, route="v1.responses.compact", path="/responses", body=turn_body, stream=False
     )
-    return opened if isinstance(opened, HttpResponse) else await proxied.read_all(opened)
+    if isinstance(opened, HttpResponse):
+        return opened
+    watcher = await proxied.collect(opened, keep_items=True)
+    try:
+        output = compacted_output(turn_body, watcher)
+    except PoolerError as error:
+        return error_response(error, request_id)
+    return JsonResponse(compacted_response(output, watcher), headers={"x-request-id": request_id})
 
 
 @runtime_view(("POST",), turn=True)
@@ -67,7 +60,7 @@ async def chat_completions(request, token, request_id):
         return proxied.stream(opened, translator=translator)
     watcher = await proxied.collect(opened)
     if (response := openai_compat.final_response(watcher)) is None:
-        return error_response(_failed_turn_error(watcher), request_id)
+        return error_response(failed_turn_error(watcher), request_id)
     return JsonResponse(
         openai_compat.chat_completion(response, backend_body["model"]), headers={"x-request-id": request_id}
     )

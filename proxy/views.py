@@ -13,6 +13,7 @@ from . import metrics, migration
 from .accounting import Turn
 from .auth import authenticate, require_bearer
 from .body import decode_body, parse_json_object, require_model
+from .compaction import compacted_output, trigger_turn
 from .errors import NotFound, PayloadTooLarge, PoolerError, error_response
 from .models_list import pool_models
 from .routing import sticky_key
@@ -156,19 +157,20 @@ async def responses(request, token, request_id):
 
 @runtime_view(("POST",), turn=True)
 async def compact(request, token, request_id):
-    """POST /backend-api/codex/responses/compact: the compacted history, passed through untouched."""
-    raw = read_body(request)
+    """POST /backend-api/codex/responses/compact: the compacted history, made by a compaction v2 turn (the
+    backend's own endpoint is gone, see compaction.py)."""
+    turn_body = trigger_turn(parse_json_object(read_body(request)))
     proxied, opened = await start_turn(
-        request,
-        token,
-        request_id,
-        route="codex.compact",
-        path="/responses/compact",
-        body=parse_json_object(raw),
-        raw=raw,
-        stream=False,
+        request, token, request_id, route="codex.compact", path="/responses", body=turn_body, stream=False
     )
-    return opened if isinstance(opened, HttpResponse) else await proxied.read_all(opened)
+    if isinstance(opened, HttpResponse):
+        return opened
+    watcher = await proxied.collect(opened, keep_items=True)
+    try:
+        output = compacted_output(turn_body, watcher)
+    except PoolerError as error:
+        return error_response(error, request_id)
+    return JsonResponse({"output": output}, headers={"x-request-id": request_id})
 
 
 @runtime_view(("GET",))
