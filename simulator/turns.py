@@ -148,7 +148,7 @@ def _echo(events: list, body: dict, deltas: int, output: list) -> str:
     tool = _forced_tool(body)
     if tool is not None:
         arguments = _arguments(tool, text.removeprefix(REPLY_PREFIX))
-        output.append(_function_call_events(events, tool.get("name"), arguments, deltas, len(output)))
+        output.append(_tool_call_events(events, "function_call", tool.get("name"), arguments, deltas, len(output)))
         return text
     text = _formatted(body, text)
     output.append(_message_events(events, text, deltas, len(output)))
@@ -166,9 +166,9 @@ def _play(
         return text, plan.tokens
     if step.tool == "exec_command":
         arguments = json.dumps({"cmd": step.text})
-        output.append(_function_call_events(events, step.tool, arguments, deltas, len(output)))
+        output.append(_tool_call_events(events, "function_call", step.tool, arguments, deltas, len(output)))
     else:
-        output.append(_custom_tool_call_events(events, step.tool, step.text, deltas, len(output)))
+        output.append(_tool_call_events(events, "custom_tool_call", step.tool, step.text, deltas, len(output)))
     return step.text, None
 
 
@@ -203,60 +203,31 @@ def _formatted(body: dict, text: str) -> str:
     return text
 
 
-def _call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
+# Per kind of tool call: its item id prefix, the field holding its text, the prefix of its delta/done events.
+_CALL_SHAPES = {
+    "function_call": ("fc_", "arguments", "response.function_call_arguments"),
+    "custom_tool_call": ("ctc_", "input", "response.custom_tool_call_input"),
+}
 
 
-def _function_call_events(events: list, name: str, arguments: str, deltas: int, index: int) -> dict:
-    item_id = "fc_" + uuid.uuid4().hex
+def _tool_call_events(events: list, type_: str, name: str, text: str, deltas: int, index: int) -> dict:
+    """A call of a function (`text`: JSON arguments) or of a custom tool like the CLI's `apply_patch` (free text)."""
+    id_prefix, field_name, event_prefix = _CALL_SHAPES[type_]
+    item_id = id_prefix + uuid.uuid4().hex
     item = {
-        "type": "function_call",
+        "type": type_,
         "id": item_id,
-        "call_id": _call_id(),
+        "call_id": "call_" + uuid.uuid4().hex[:24],
         "name": name,
-        "arguments": "",
-        "status": "in_progress",
-    }
-    events.append({"type": "response.output_item.added", "output_index": index, "item": item})
-    for piece in _chunks(arguments, min(deltas, 4)):
-        events.append(
-            {
-                "type": "response.function_call_arguments.delta",
-                "item_id": item_id,
-                "output_index": index,
-                "delta": piece,
-            }
-        )
-    events.append(
-        {
-            "type": "response.function_call_arguments.done",
-            "item_id": item_id,
-            "output_index": index,
-            "arguments": arguments,
-        }
-    )
-    done = {**item, "arguments": arguments, "status": "completed"}
-    events.append({"type": "response.output_item.done", "output_index": index, "item": done})
-    return done
-
-
-def _custom_tool_call_events(events: list, name: str, input_: str, deltas: int, index: int) -> dict:
-    """A call of a custom (free-form) tool such as the CLI's `apply_patch`: its input is plain text."""
-    item_id = "ctc_" + uuid.uuid4().hex
-    item = {
-        "type": "custom_tool_call",
-        "id": item_id,
-        "call_id": _call_id(),
-        "name": name,
-        "input": "",
+        field_name: "",
         "status": "in_progress",
     }
     events.append({"type": "response.output_item.added", "output_index": index, "item": item})
     common = {"item_id": item_id, "output_index": index}
-    for piece in _chunks(input_, min(deltas, 4)):
-        events.append({"type": "response.custom_tool_call_input.delta", **common, "delta": piece})
-    events.append({"type": "response.custom_tool_call_input.done", **common, "input": input_})
-    done = {**item, "input": input_, "status": "completed"}
+    for piece in _chunks(text, min(deltas, 4)):
+        events.append({"type": f"{event_prefix}.delta", **common, "delta": piece})
+    events.append({"type": f"{event_prefix}.done", **common, field_name: text})
+    done = {**item, field_name: text, "status": "completed"}
     events.append({"type": "response.output_item.done", "output_index": index, "item": done})
     return done
 

@@ -116,6 +116,8 @@ def test_a_two_step_script_runs_exec_then_patch_and_quotes_the_outputs(simulator
     assert reasoning["type"] == "reasoning" and reasoning["encrypted_content"].startswith("gAAAA")
     assert call["type"] == "function_call" and call["name"] == "exec_command" and call["status"] == "completed"
     assert json.loads(call["arguments"]) == {"cmd": "echo hi"} and call["call_id"].startswith("call_")
+    arguments = [e for e in events if e["type"].startswith("response.function_call_arguments.")]
+    assert "".join(e.get("delta", "") for e in arguments) == arguments[-1]["arguments"] == call["arguments"]
     assert events[-1]["response"]["usage"]["input_tokens"] != 5000  # only the final message reports @tokens
     conversation += [reasoning, call, tool_output(call, "hi\n")]
 
