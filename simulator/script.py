@@ -57,8 +57,10 @@ class Script:
 
 def _directive(line: str) -> tuple[str, str]:
     """The directive a line starts with (at its very start) and the rest of the line, else ("", line)."""
-    word, *rest = line.split(None, 1) if line.startswith("@") else [""]
-    return (word, "".join(rest).strip()) if word in DIRECTIVES else ("", line)
+    parts = line.split(None, 1) if line.startswith("@") else []
+    if not parts or parts[0] not in DIRECTIVES:
+        return "", line
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
 
 
 def parse(text: str) -> Script | None:
