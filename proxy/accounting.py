@@ -42,6 +42,7 @@ class Turn:
     compaction: bool = False  # the turn compacts the history (a `compaction_trigger` turn or a compact route)
     compacted: bool = False  # the history holds a compaction item (sealed to the account that made it)
     context_lost: bool = False  # that compaction item had to be dropped here: the model got a notice instead
+    found_foreign: int = 0  # the account refused the history as another's: its first N items are not its own
     plan: routing.Plan | None = None
     account: UpstreamAccount | None = None
     attempts: list = field(default_factory=list)
@@ -138,6 +139,17 @@ def _account_row_current(account: UpstreamAccount, turn: Turn, now) -> bool:
     return True
 
 
+def _foreign_items(turn: Turn) -> int | None:
+    """What the turn taught about the leading items of its history that another account made (see
+    routing.remember_session): a compaction leaves none; a move, or a refusal of history thought to be the
+    account's own, shows that all of it came from elsewhere."""
+    if turn.compaction:
+        return 0
+    if turn.migrated_from is not None:
+        return turn.input_items
+    return turn.found_foreign or None
+
+
 def _write(turn: Turn) -> None:
     """The turn's rows, one statement each (no transaction: they stand alone; the slot is freed first)."""
     now = timezone.now()
@@ -154,9 +166,7 @@ def _write(turn: Turn) -> None:
                 updates["quota_observed_at"] = now
             UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
         if plan is not None and turn.outcome in ("ok", "client_closed"):
-            routing.remember_session(
-                plan, key.pool, account, turn.migration_reason, now, turn.input_items, turn.compaction
-            )
+            routing.remember_session(plan, key.pool, account, turn.migration_reason, now, _foreign_items(turn))
     if key is not None and (key.last_used_at is None or now - key.last_used_at >= _KEY_LAST_USED_RESOLUTION):
         PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now

@@ -54,8 +54,8 @@ def _whole(frame: dict, full_input: list) -> dict:
 
 
 def _stripped(turn: Turn, whole: dict) -> dict:
-    """The frame without another account's history; a dropped compaction is the turn's lost context."""
-    turn.context_lost = migration.compactions(whole) > 0
+    """The frame without another account's history; a newly dropped compaction is the turn's lost context."""
+    turn.context_lost = migration.loses_context(whole, turn.plan.foreign_items)
     return migration.strip_account_bound(whole)
 
 
@@ -137,15 +137,20 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
 
     def _frame_for(self, turn: Turn, account, text: str, frame: dict, full_input: list, fresh_connection: bool) -> str:
         """The client's frame as it must reach `account`: untouched on the connection that knows the chain."""
-        if not fresh_connection:
-            return text
-        whole = _whole(frame, full_input)
-        if self.history_account_id is not None and self.history_account_id != account.id:
-            whole = _stripped(turn, whole)
-        elif turn.plan.foreign_items and turn.plan.owner and turn.plan.owner.id == account.id:
-            # A session that moved here earlier still carries the old account's items at its start.
-            whole = migration.strip_account_bound(whole, before=turn.plan.foreign_items)
-        return json.dumps(whole)
+        moved = self.history_account_id is not None and self.history_account_id != account.id
+        if fresh_connection and moved:
+            return json.dumps(_stripped(turn, _whole(frame, full_input)))
+        whole = _whole(frame, full_input) if fresh_connection else frame
+        own = turn.plan.owner is not None and turn.plan.owner.id == account.id
+        # A session that moved here earlier still carries the old account's items at its start: those of them
+        # this frame sends (a chain, e.g. from the prewarm that moved it, already holds the ones before).
+        before = turn.plan.foreign_items - (len(full_input) - migration.input_count(whole))
+        if own and before > 0:
+            stripped = migration.strip_account_bound(whole, before=before)
+            if whole.get("previous_response_id"):
+                stripped["previous_response_id"] = whole["previous_response_id"]
+            return json.dumps(stripped)
+        return json.dumps(whole) if fresh_connection else text
 
     async def _admit_turn(self, turn: Turn, session: str | None) -> list:
         """Admission for this turn; the candidate accounts (the connection's own account when it has one)."""
@@ -165,6 +170,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             pinned_until=self.plan.pinned_until if self.plan else None,
             owner=self.account,
             hold=bool(self.plan and self.plan.hold),
+            foreign_items=self.plan.foreign_items if self.plan else 0,
         )
         return [self.account]
 
@@ -269,7 +275,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             self.prewarm_move = (turn.migrated_from, turn.migration_reason, turn.context_lost)
         elif not turn.is_prewarm and self.prewarm_move:
             if turn.migrated_from is None:
-                turn.migrated_from, turn.migration_reason, turn.context_lost = self.prewarm_move
+                turn.migrated_from, turn.migration_reason, lost = self.prewarm_move
+                turn.context_lost = turn.context_lost or lost
             self.prewarm_move = None
         if self.plan is None:
             self.plan = turn.plan
@@ -316,6 +323,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         if failure and failure.code in migration.ACCOUNT_BOUND_ERRORS and self._knows_chain(frame):
             # The account cannot read this history (a pin that expired, a chain it never saw): send it whole
             # and stripped, once.
+            turn.found_foreign = len(full_input)
             first = await self._send_and_wait(json.dumps(_stripped(turn, _whole(frame, full_input))))
             failure = self._error_in(first)
         if failure and failure.status == 401 and again:

@@ -71,6 +71,12 @@ def compactions(body: dict, before: int | None = None) -> int:
     return sum(1 for item in items[: len(items) if before is None else before] if _is_compaction(item))
 
 
+def loses_context(body: dict, known_foreign: int) -> bool:
+    """Whether stripping `body` drops a compaction that was not already lost: one past the `known_foreign`
+    leading items, which another account made and whose loss was accounted when the session left it."""
+    return compactions(body) > compactions(body, before=known_foreign)
+
+
 def is_compaction_turn(body: dict) -> bool:
     """A compaction v2 turn: the Codex CLI ends the history with a `compaction_trigger` item."""
     items = _items(body)

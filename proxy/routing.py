@@ -301,13 +301,12 @@ def remember_session(
     account: UpstreamAccount,
     reason: str = "",
     now: datetime | None = None,
-    input_items: int = 0,
-    compaction: bool = False,
+    foreign_items: int | None = None,
 ) -> None:
     """Pin the session to the account that served it, recording a move when it changed.
 
-    `input_items` is the length of the history the moving turn carried: all of it came before the move,
-    unless the turn compacted it (`compaction`): then none of it is left in the history.
+    `foreign_items`: how many leading items of the session's history are now known to belong to accounts it
+    left (None: unchanged). A moving turn's whole history came before the move; after a compaction, none.
     """
     if not plan.session_hash:
         return
@@ -315,17 +314,23 @@ def remember_session(
     ttl = timedelta(seconds=pool.sticky_ttl_seconds)
     pinned = SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash)
     if plan.owner is not None and plan.owner.id == account.id:
-        if plan.foreign_items and compaction:
-            # Compacted on its new account: no item of the old one is left in the history.
-            pinned.filter(account=account).update(foreign_items=0, expires_at=now + ttl)
+        if foreign_items is not None and foreign_items != plan.foreign_items:
+            pinned.filter(account=account).update(foreign_items=foreign_items, expires_at=now + ttl)
         # Renewing the pin on every turn would cost a write each: once half its lifetime is gone is enough.
         elif plan.pinned_until is None or plan.pinned_until - now < ttl / 2:
             pinned.filter(account=account).update(expires_at=now + ttl)
         return
     if plan.owner is None:
         # A new session, or one whose pin expired (not a move): one upsert.
+        pin = SessionAffinity(
+            pool=pool,
+            session_key_hash=plan.session_hash,
+            account=account,
+            expires_at=now + ttl,
+            foreign_items=foreign_items or 0,
+        )
         SessionAffinity.objects.bulk_create(
-            [SessionAffinity(pool=pool, session_key_hash=plan.session_hash, account=account, expires_at=now + ttl)],
+            [pin],
             update_conflicts=True,
             unique_fields=["pool", "session_key_hash"],
             update_fields=["account", "expires_at", "foreign_items"],
@@ -337,7 +342,7 @@ def remember_session(
         move_reason=reason or "owner_failed",
         moved_at=now,
         moves=F("moves") + 1,
-        foreign_items=0 if compaction else input_items,
+        foreign_items=foreign_items or 0,
         expires_at=now + ttl,
     )
 

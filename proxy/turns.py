@@ -297,12 +297,13 @@ class HttpTurn:
             if strip or not bound or failure.code not in migration.ACCOUNT_BOUND_ERRORS:
                 raise
             self.turn.attempt(account, failure.summary(), failure.status)
+            self.turn.found_foreign = self.turn.input_items
             content = self._stripped(body)
             return await open_upstream(account, self.method, self.path, self.request.headers, content, content_type)
 
     def _stripped(self, body: dict) -> bytes:
-        """The body without another account's history; a dropped compaction is the turn's lost context."""
-        self.turn.context_lost = migration.compactions(body) > 0
+        """The body without another account's history; a newly dropped compaction is the turn's lost context."""
+        self.turn.context_lost = migration.loses_context(body, self.turn.plan.foreign_items)
         return encode(migration.strip_account_bound(body))
 
     async def _refuse(self, error: PoolerError, failures: list[UpstreamFailure]) -> HttpResponse:

@@ -203,7 +203,7 @@ def test_after_a_compaction_the_moved_sessions_history_is_its_own_again():
     first.status = "paused"
     first.save()
     moved = plan_turn(pool, "m", "s")
-    remember_session(moved, pool, second, "paused", input_items=12)
+    remember_session(moved, pool, second, "paused", foreign_items=12)
     assert SessionAffinity.objects.get().foreign_items == 12
-    remember_session(plan_turn(pool, "m", "s", compaction=True), pool, second, input_items=14, compaction=True)
+    remember_session(plan_turn(pool, "m", "s", compaction=True), pool, second, foreign_items=0)
     assert SessionAffinity.objects.get().foreign_items == 0
