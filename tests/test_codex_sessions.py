@@ -5,15 +5,19 @@ CLI's side, `@patch` applies a patch, `@tokens` reports enough usage to push the
 `@recall` says what the model remembers. Each test runs over HTTP/SSE and over the websocket.
 """
 
+import os
+import subprocess
 import time
 
 import httpx
 import pytest
 
 from accounts.models import RequestLog
+from bench.demo import config_toml
+from pooler.client_config import API_KEY_ENV
 from proxy.migration import CONTEXT_LOST_NOTICE
 from tests.factories import make_account, make_key, make_pool
-from tests.support.codex import run_codex
+from tests.support.codex import run_codex, transport_args
 from tests.test_secrets_at_rest import all_stored_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.codex_cli]
@@ -168,4 +172,31 @@ def test_a_compacted_session_whose_account_runs_out(codex_bin, pooler, simulator
     assert "pooler_compacted_context_lost_total" in metrics
     stored = all_stored_text()
     assert marker not in stored and CONTEXT_LOST_NOTICE not in stored
+    assert_transport(simulator, websockets)
+
+
+@TRANSPORTS
+def test_the_demo_config_compacts_on_the_way(codex_bin, pooler, simulator, tmp_path, websockets):
+    """The config `make demo` prints, plus a low compaction limit, as a user would try it: the CLI's default
+    model, plain turns, one session."""
+    pool = make_pool()
+    make_account(pool, simulator)
+    key_row, key = make_key(pool)
+    simulator.clear_requests()
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text("model_auto_compact_token_limit = 3000\n" + config_toml(pooler.codex_base_url))
+    env = {**os.environ, "CODEX_HOME": str(home), API_KEY_ENV: key, "NO_COLOR": "1"}
+    for n in range(3):
+        resume = ["resume", "--last"] if n else []
+        command = [codex_bin, "exec", "--skip-git-repo-check", *transport_args(websockets), *resume, f"turn {n}"]
+        with open(os.devnull, "rb") as stdin:
+            result = subprocess.run(
+                command, cwd=work, env=env, stdin=stdin, capture_output=True, text=True, timeout=120
+            )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"echo: turn {n}" in result.stdout
+    assert simulator.requests(kind="turn", compaction_trigger=True)
+    assert RequestLog.objects.filter(api_key=key_row, compaction=True).exists()
     assert_transport(simulator, websockets)

@@ -1,5 +1,5 @@
 from accounts import audit
-from accounts.models import Pool, Strategy
+from accounts.models import Pool, SessionMigration, Strategy
 
 from ._base import BaseCommand, CommandError, split_list
 
@@ -11,7 +11,13 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("--strategy", choices=Strategy.values, default=Strategy.LEAST_USED)
         parser.add_argument("--models", help="comma-separated model slugs the pool serves (default: all)")
-        parser.add_argument("--session-migration", choices=["migrate", "hold"], default="migrate")
+        parser.add_argument(
+            "--session-migration",
+            choices=SessionMigration.values,
+            default=SessionMigration.MIGRATE,
+            help="when a session's account runs out: migrate (move it), hold (wait for the account's reset), "
+            "hold_compacted (move it unless it was compacted, whose history only its account can read)",
+        )
 
     def handle(self, *args, name, strategy, models, session_migration, **options):
         if Pool.objects.filter(name=name).exists():
