@@ -217,6 +217,8 @@ def query_requests(
             "attempts": [{k: a.get(k) for k in ("account", "outcome", "status", "ms")} for a in r.attempts or []],
             "migrated_from": r.migrated_from.label if r.migrated_from else None,
             "migration_reason": r.migration_reason or None,
+            "compaction": r.compaction,
+            "context_lost": r.context_lost,
             "ttft_ms": r.ttft_ms,
             "duration_ms": r.duration_ms,
             "tokens": {
@@ -255,6 +257,9 @@ def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> d
             output_tokens=Sum("output_tokens"),
             total_tokens=Sum("total_tokens"),
             errors=Count("id", filter=Q(status_code__gte=400)),
+            compactions=Count("id", filter=Q(compaction=True)),
+            moves=Count("id", filter=Q(migrated_from__isnull=False)),
+            context_lost=Count("id", filter=Q(context_lost=True)),
         )
         .order_by(field)
     )
@@ -266,7 +271,17 @@ def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> d
                 "group": _iso(g[field]) if isinstance(g[field], datetime) else g[field],
                 **{
                     k: g[k] or 0
-                    for k in ("requests", "input_tokens", "cached_tokens", "output_tokens", "total_tokens", "errors")
+                    for k in (
+                        "requests",
+                        "input_tokens",
+                        "cached_tokens",
+                        "output_tokens",
+                        "total_tokens",
+                        "errors",
+                        "compactions",
+                        "moves",
+                        "context_lost",
+                    )
                 },
             }
             for g in groups

@@ -116,7 +116,10 @@ async def query_requests(
     return _result(page, f"{len(page['requests'])} of {page['total']} request(s), {failed} failed on this page")
 
 
-@server.tool(description="Requests and tokens grouped by key, account, model, hour or day (default: last 24 h).")
+@server.tool(
+    description="Requests, tokens, compactions and session moves (and moves that lost a compacted history) "
+    "grouped by key, account, model, hour or day (default: last 24 h)."
+)
 async def usage_summary(
     group_by: Literal["key", "account", "model", "hour", "day"] = "key",
     since: str | None = None,

@@ -11,6 +11,8 @@ import time
 
 import httpx
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
 
 from accounts.models import RequestLog
 from bench.demo import config_toml
@@ -169,7 +171,13 @@ def test_a_compacted_session_whose_account_runs_out(codex_bin, pooler, simulator
     refused = simulator.requests(kind="turn", account_id=second.chatgpt_account_id, status=400)
     assert len(refused) <= 1  # the pin knows which items are foreign: later turns strip them before sending
     metrics = httpx.get(f"{pooler.url}/metrics").text
-    assert "pooler_compacted_context_lost_total" in metrics
+    assert f'pooler_compacted_context_lost_total{{pool="{key_row.pool.name}"}} 1.0' in metrics
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser(f"root-{websockets}", "r@example.com", "pw"))
+    board = admin.get("/admin/dashboard/").content.decode()
+    assert "Compactions and session moves" in board and second.label in board
+    lost = admin.get(f"/admin/accounts/requestlog/?context_lost__exact=1&api_key__id__exact={key_row.id}")
+    assert lost.status_code == 200 and "1 request log" in lost.content.decode()
     stored = all_stored_text()
     assert marker not in stored and CONTEXT_LOST_NOTICE not in stored
     assert_transport(simulator, websockets)
