@@ -256,6 +256,8 @@ class SessionAffinity(models.Model):
     # The client's history is append-only: the input items before this index were made by accounts the
     # session moved away from, so their encrypted items are foreign to the current one.
     foreign_items = models.PositiveIntegerField(default=0)
+    # The history holds a compaction made by the current account: the only copy of what came before it.
+    compacted = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 

@@ -150,6 +150,14 @@ def _foreign_items(turn: Turn) -> int | None:
     return turn.found_foreign or None
 
 
+def _compacted(turn: Turn) -> bool | None:
+    """Whether the session's history now holds a compaction of its account: yes after a compaction turn; no
+    after a move (any compaction in it is the old account's); else as it was."""
+    if turn.compaction:
+        return True
+    return False if turn.migrated_from is not None else None
+
+
 def _write(turn: Turn) -> None:
     """The turn's rows, one statement each (no transaction: they stand alone; the slot is freed first)."""
     now = timezone.now()
@@ -166,7 +174,9 @@ def _write(turn: Turn) -> None:
                 updates["quota_observed_at"] = now
             UpstreamAccount.objects.filter(pk=account.pk).update(**updates)
         if plan is not None and turn.outcome in ("ok", "client_closed"):
-            routing.remember_session(plan, key.pool, account, turn.migration_reason, now, _foreign_items(turn))
+            routing.remember_session(
+                plan, key.pool, account, turn.migration_reason, now, _foreign_items(turn), _compacted(turn)
+            )
     if key is not None and (key.last_used_at is None or now - key.last_used_at >= _KEY_LAST_USED_RESOLUTION):
         PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now

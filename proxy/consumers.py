@@ -169,7 +169,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             session_hash=self.plan.session_hash if self.plan else None,
             pinned_until=self.plan.pinned_until if self.plan else None,
             owner=self.account,
-            hold=bool(self.plan and self.plan.hold),
+            # A session compacted on this connection is held from now on where the pool holds compacted ones.
+            hold=bool(self.plan and self.plan.hold)
+            or (turn.compacted and routing.holds(self.key.pool.session_migration, compacted=True)),
             foreign_items=self.plan.foreign_items if self.plan else 0,
         )
         return [self.account]

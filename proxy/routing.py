@@ -55,6 +55,7 @@ class Plan:
     owner: UpstreamAccount | None = None  # the account that served the session so far
     pinned_until: datetime | None = None  # when the owner's pin expires
     foreign_items: int = 0  # leading history items made by accounts the session moved away from
+    compacted: bool = False  # the session's history holds a compaction made by its owner
     owner_unavailable: str = ""  # why the owner is not among the candidates
     hold: bool = False  # the pool keeps sessions on their owner: no failover away from it
 
@@ -214,8 +215,10 @@ def plan_turn(
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if owner is not None:
         plan.owner, plan.pinned_until, plan.foreign_items = owner, pin.expires_at, pin.foreign_items
+        # The pin knows it too when the turn does not show it (a websocket prewarm carries no history).
+        plan.compacted = pin.compacted
         plan.hold = (
-            _holds(pool.session_migration, compacted)
+            holds(pool.session_migration, compacted or pin.compacted)
             and owner.status == "active"
             and not session.startswith(CACHE_KEY_PREFIX)
         )
@@ -235,7 +238,8 @@ def plan_turn(
     return plan
 
 
-def _holds(policy: str, compacted: bool) -> bool:
+def holds(policy: str, compacted: bool) -> bool:
+    """Whether the pool's policy keeps a session on its owner rather than move it."""
     return policy == SessionMigration.HOLD or (policy == SessionMigration.HOLD_COMPACTED and compacted)
 
 
@@ -302,11 +306,13 @@ def remember_session(
     reason: str = "",
     now: datetime | None = None,
     foreign_items: int | None = None,
+    compacted: bool | None = None,
 ) -> None:
     """Pin the session to the account that served it, recording a move when it changed.
 
     `foreign_items`: how many leading items of the session's history are now known to belong to accounts it
     left (None: unchanged). A moving turn's whole history came before the move; after a compaction, none.
+    `compacted`: whether the history now holds a compaction of the account (None: unchanged).
     """
     if not plan.session_hash:
         return
@@ -314,8 +320,13 @@ def remember_session(
     ttl = timedelta(seconds=pool.sticky_ttl_seconds)
     pinned = SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash)
     if plan.owner is not None and plan.owner.id == account.id:
+        changes = {}
         if foreign_items is not None and foreign_items != plan.foreign_items:
-            pinned.filter(account=account).update(foreign_items=foreign_items, expires_at=now + ttl)
+            changes["foreign_items"] = foreign_items
+        if compacted is not None and compacted != plan.compacted:
+            changes["compacted"] = compacted
+        if changes:
+            pinned.filter(account=account).update(**changes, expires_at=now + ttl)
         # Renewing the pin on every turn would cost a write each: once half its lifetime is gone is enough.
         elif plan.pinned_until is None or plan.pinned_until - now < ttl / 2:
             pinned.filter(account=account).update(expires_at=now + ttl)
@@ -328,12 +339,13 @@ def remember_session(
             account=account,
             expires_at=now + ttl,
             foreign_items=foreign_items or 0,
+            compacted=bool(compacted),
         )
         SessionAffinity.objects.bulk_create(
             [pin],
             update_conflicts=True,
             unique_fields=["pool", "session_key_hash"],
-            update_fields=["account", "expires_at", "foreign_items"],
+            update_fields=["account", "expires_at", "foreign_items", "compacted"],
         )
         return
     pinned.update(
@@ -343,6 +355,7 @@ def remember_session(
         moved_at=now,
         moves=F("moves") + 1,
         foreign_items=foreign_items or 0,
+        compacted=bool(compacted),
         expires_at=now + ttl,
     )
 

@@ -61,7 +61,7 @@ _KEY = _Columns(PoolApiKey, "k")
 _POOL = _Columns(Pool, "p")
 # Not needed to send a turn (and the largest secret to decrypt).
 _ACCOUNT = _Columns(UpstreamAccount, "a", defer=("id_token",))
-_PIN = _Columns(SessionAffinity, "pin", only=("account", "expires_at", "foreign_items"))
+_PIN = _Columns(SessionAffinity, "pin", only=("account", "expires_at", "foreign_items", "compacted"))
 
 
 def _table(model: type[Model]) -> str:
@@ -98,14 +98,14 @@ def accounts_and_pin(
 ) -> tuple[dict[int, UpstreamAccount], SessionAffinity | None]:
     """The accounts with these ids as they are now, plus the one the session is pinned to, and the pin.
 
-    The pin (account, expiry, foreign_items only) comes back only when its account still exists.
+    The pin (account, expiry, foreign_items, compacted only) comes back only when its account still exists.
     """
     if not ids and not session_hash:
         return {}, None
     # One list of ids, so that each is an index lookup (an OR of two lists made PostgreSQL scan the table).
     wanted = "SELECT account_id FROM pin" + (f" UNION ALL VALUES {', '.join(['(%s)'] * len(ids))}" if ids else "")
     sql = (
-        f"WITH pin AS (SELECT account_id, expires_at, foreign_items FROM {_table(SessionAffinity)}"
+        f"WITH pin AS (SELECT account_id, expires_at, foreign_items, compacted FROM {_table(SessionAffinity)}"
         " WHERE pool_id = %s AND session_key_hash = %s AND expires_at > %s)"
         f" SELECT {_ACCOUNT.sql()}, {_PIN.sql()} FROM {_table(UpstreamAccount)} a"
         f" LEFT JOIN pin ON pin.account_id = a.id WHERE a.id IN ({wanted})"

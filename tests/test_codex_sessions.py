@@ -39,6 +39,12 @@ class Session:
         self.turns = 0
 
     def say(self, prompt: str) -> str:
+        result = self.run(prompt)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "usage limit" not in result.stderr.lower() and "error" not in result.stdout.lower()
+        return result.stdout
+
+    def run(self, prompt: str) -> subprocess.CompletedProcess:
         result = run_codex(
             self.codex_bin,
             self.pooler.codex_base_url,
@@ -52,9 +58,7 @@ class Session:
             sandbox="workspace-write",
         )
         self.turns += 1
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "usage limit" not in result.stderr.lower() and "error" not in result.stdout.lower()
-        return result.stdout
+        return result
 
 
 def fill_first_pool(simulator, first_fields: dict | None = None):
@@ -208,3 +212,24 @@ def test_the_demo_config_compacts_on_the_way(codex_bin, pooler, simulator, tmp_p
     assert simulator.requests(kind="turn", compaction_trigger=True)
     assert RequestLog.objects.filter(api_key=key_row, compaction=True).exists()
     assert_transport(simulator, websockets)
+
+
+@TRANSPORTS
+def test_hold_compacted_keeps_a_compacted_session_waiting(codex_bin, pooler, simulator, tmp_path, websockets):
+    pool = make_pool(strategy="fill_first", session_migration="hold_compacted")
+    first = make_account(pool, simulator, membership={"priority": 0})
+    second = make_account(pool, simulator, membership={"priority": 1})
+    key_row, key = make_key(pool)
+    compacted = Session(codex_bin, pooler, key, tmp_path / "compacted", websockets)
+    compacted.say("@tokens 60000\n@say one")
+    compacted.say("@say two")  # compacted first, on the first account
+    plain = Session(codex_bin, pooler, key, tmp_path / "plain", websockets)
+    plain.say("@say plain one")
+    simulator.patch_account(first.chatgpt_account_id, primary_used_percent=100.0)
+
+    assert "plain two" in plain.say("@say plain two")  # only sealed reasoning is lost: it moves on
+    waiting = compacted.run("@say three")
+    assert waiting.returncode != 0 and "usage limit" in (waiting.stderr + waiting.stdout).lower()
+    assert not RequestLog.objects.filter(api_key=key_row, context_lost=True).exists()
+    served = RequestLog.objects.filter(api_key=key_row, is_prewarm=False, status_code=200)
+    assert served.filter(account=second).count() == 1

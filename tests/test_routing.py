@@ -175,6 +175,10 @@ def test_hold_compacted_holds_only_sessions_with_a_compaction():
     with pytest.raises(RateLimited) as error:
         plan_turn(pool, "m", "s", compacted=True)  # everything before the compaction would be lost: it waits
     assert 899 <= error.value.retry_after <= 902
+    # The pin remembers a compaction, for turns that carry no history (a websocket's prewarm).
+    remember_session(plan_turn(pool, "m", "s2"), pool, owner, compacted=True)
+    with pytest.raises(RateLimited):
+        plan_turn(pool, "m", "s2")
 
 
 def test_a_compaction_near_the_owners_limit_is_made_where_the_session_can_stay(settings):
