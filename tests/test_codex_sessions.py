@@ -233,3 +233,23 @@ def test_hold_compacted_keeps_a_compacted_session_waiting(codex_bin, pooler, sim
     assert not RequestLog.objects.filter(api_key=key_row, context_lost=True).exists()
     served = RequestLog.objects.filter(api_key=key_row, is_prewarm=False, status_code=200)
     assert served.filter(account=second).count() == 1
+
+
+@TRANSPORTS
+def test_a_compaction_near_the_limit_is_made_where_the_session_can_stay(
+    codex_bin, pooler, simulator, tmp_path, websockets
+):
+    # The first account reports 85% used with the first answer: past POOLER_COMPACT_ELSEWHERE_PERCENT (80).
+    first, second, key_row, key = fill_first_pool(simulator, {"primary_used_percent": 84.0})
+    simulator.clear_requests()
+    session = Session(codex_bin, pooler, key, tmp_path, websockets)
+    session.say("@exec echo kept-in-the-compaction\n@tokens 60000\n@say first answer")
+    assert "recall: first answer" in session.say("@recall\n@say second answer")
+    assert "third" in session.say("@say third")
+    trigger = [r for r in simulator.requests(kind="turn", status=200) if r["compaction_trigger"]]
+    assert [r["account_id"] for r in trigger] == [second.chatgpt_account_id]
+    compaction = RequestLog.objects.get(api_key=key_row, compaction=True)
+    assert compaction.account_id == second.id and compaction.migrated_from_id == first.id
+    assert compaction.migration_reason == "compacted_near_limit" and not compaction.context_lost
+    later = RequestLog.objects.filter(api_key=key_row, is_prewarm=False, created_at__gt=compaction.created_at)
+    assert {r.account_id for r in later} == {second.id}
