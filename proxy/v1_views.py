@@ -3,10 +3,10 @@
 from django.http import HttpResponse, JsonResponse
 
 from . import openai_compat
-from .compaction import compacted_output, compacted_response, failed_turn_error, trigger_turn
-from .errors import PoolerError, error_response
+from .compaction import compacted_response, failed_turn_error
+from .errors import error_response
 from .models_list import pool_models
-from .views import read_json, runtime_view, start_turn
+from .views import compact_turn, read_json, runtime_view, start_turn
 
 
 @runtime_view(("POST",), turn=True)
@@ -29,19 +29,11 @@ async def responses(request, token, request_id):
 
 @runtime_view(("POST",), turn=True)
 async def responses_compact(request, token, request_id):
-    """POST /v1/responses/compact: a compaction v2 turn answered as the API's `response.compaction`."""
-    turn_body = trigger_turn(openai_compat.responses_request(read_json(request)))
-    proxied, opened = await start_turn(
-        request, token, request_id, route="v1.responses.compact", path="/responses", body=turn_body, stream=False
+    """POST /v1/responses/compact: the API's `response.compaction` object."""
+    body = openai_compat.responses_request(read_json(request))
+    return await compact_turn(
+        request, token, request_id, route="v1.responses.compact", body=body, answer=compacted_response
     )
-    if isinstance(opened, HttpResponse):
-        return opened
-    watcher = await proxied.collect(opened, keep_items=True)
-    try:
-        output = compacted_output(turn_body, watcher)
-    except PoolerError as error:
-        return error_response(error, request_id)
-    return JsonResponse(compacted_response(output, watcher), headers={"x-request-id": request_id})
 
 
 @runtime_view(("POST",), turn=True)

@@ -155,13 +155,12 @@ async def responses(request, token, request_id):
     return opened if isinstance(opened, HttpResponse) else proxied.stream(opened)
 
 
-@runtime_view(("POST",), turn=True)
-async def compact(request, token, request_id):
-    """POST /backend-api/codex/responses/compact: the compacted history, made by a compaction v2 turn (the
-    backend's own endpoint is gone, see compaction.py)."""
-    turn_body = trigger_turn(parse_json_object(read_body(request)))
+async def compact_turn(request, token, request_id, *, route: str, body: dict, answer) -> HttpResponse:
+    """Both compact routes: a compaction v2 turn on `body`, answered as `answer(output, watcher)` shapes it
+    (the backend's own compact endpoint is gone, see compaction.py)."""
+    turn_body = trigger_turn(body)
     proxied, opened = await start_turn(
-        request, token, request_id, route="codex.compact", path="/responses", body=turn_body, stream=False
+        request, token, request_id, route=route, path="/responses", body=turn_body, stream=False
     )
     if isinstance(opened, HttpResponse):
         return opened
@@ -170,7 +169,16 @@ async def compact(request, token, request_id):
         output = compacted_output(turn_body, watcher)
     except PoolerError as error:
         return error_response(error, request_id)
-    return JsonResponse({"output": output}, headers={"x-request-id": request_id})
+    return JsonResponse(answer(output, watcher), headers={"x-request-id": request_id})
+
+
+@runtime_view(("POST",), turn=True)
+async def compact(request, token, request_id):
+    """POST /backend-api/codex/responses/compact: the compacted history, `{"output": [...]}`."""
+    body = parse_json_object(read_body(request))
+    return await compact_turn(
+        request, token, request_id, route="codex.compact", body=body, answer=lambda output, _: {"output": output}
+    )
 
 
 @runtime_view(("GET",))
