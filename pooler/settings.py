@@ -78,9 +78,11 @@ else:
     # The async paths run their database steps on a small shared thread pool (proxy/db.py); each of its
     # threads keeps one connection open, so a process holds a few connections however many streams it relays.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
-    # Off by default: a check is a `SELECT 1` before every database step of a turn. Django drops a connection
-    # that failed all the same, so a database restart costs at most one failed step per worker thread.
+    # Off by default: a check is a `SELECT 1` before every database step of a turn. A step whose kept
+    # connection died with the server runs once more on a new one instead (proxy/dbthread.py).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=False)
+    # Seconds to wait for a new connection: an unreachable server is answered 503 soon, not after TCP's timeout.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -152,6 +154,11 @@ POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0
 # A compaction turn whose account has used this much of a quota window moves first to an account with room
 # (the compaction item it makes is readable only where it was made; see proxy/routing.py).
 POOLER_COMPACT_ELSEWHERE_PERCENT = env.float("POOLER_COMPACT_ELSEWHERE_PERCENT", default=80.0)
+# Retry-After (seconds) of the 503 answered while the database is unreachable.
+POOLER_DATABASE_RETRY_AFTER = env.int("POOLER_DATABASE_RETRY_AFTER", default=2)
+# Turns served while the database was unreachable wait in memory for their accounting rows, this many at most
+# per process (past it a turn's row is dropped, counted in pooler_accounting_dropped_total and logged once).
+POOLER_ACCOUNTING_BUFFER = env.int("POOLER_ACCOUNTING_BUFFER", default=10000)
 # Refresh an access token when it expires within this many seconds.
 POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
 # How long a process reuses a pool's account ordering (chosen accounts are always re-read fresh).

@@ -3,9 +3,11 @@
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
@@ -13,7 +15,7 @@ from django.utils import timezone
 from accounts.models import AccountStatus, PoolApiKey, RequestLog, UpstreamAccount
 
 from . import limits, metrics, quota, routing
-from .dbthread import on_db_thread
+from .dbthread import DATABASE_DOWN, on_db_thread
 from .sse import usage_counts
 from .upstream import UpstreamFailure
 
@@ -56,6 +58,8 @@ class Turn:
     started: float = field(default_factory=time.monotonic)
     first_byte_at: float | None = None
     finished: bool = False
+    ended: float = 0.0  # monotonic, and as a time, when the turn was finished
+    ended_at: datetime | None = None
 
     def note_migration(self, account: UpstreamAccount, failures: list) -> None:
         """Record a move when the turn is served by an account other than the session's owner."""
@@ -160,8 +164,8 @@ def _compacted(turn: Turn) -> bool | None:
 
 def _write(turn: Turn) -> None:
     """The turn's rows, one statement each (no transaction: they stand alone; the slot is freed first)."""
-    now = timezone.now()
-    duration_ms = int((time.monotonic() - turn.started) * 1000)
+    now = turn.ended_at  # a row written late (after an outage) still says when its turn ended
+    duration_ms = int((turn.ended - turn.started) * 1000)
     ttft_ms = int((turn.first_byte_at - turn.started) * 1000) if turn.first_byte_at else None
     key, plan, account = turn.key, turn.plan, turn.account
     limits.release(turn.slot_id)
@@ -230,14 +234,63 @@ _write_async = on_db_thread(_write)
 
 
 async def finish(turn: Turn) -> None:
-    """Write the turn once; safe to call from a cancelled stream (the write is shielded)."""
+    """Write the turn once; safe to call from a cancelled stream (the write is shielded). While the database
+    is unreachable the turn waits in the backlog, written when it is back."""
     if turn.finished:
         return
     turn.finished = True
+    turn.ended, turn.ended_at = time.monotonic(), timezone.now()
     metrics.observe_turn(turn)
-    metrics.DURATION.observe(time.monotonic() - turn.started)
+    metrics.DURATION.observe(turn.ended - turn.started)
     try:
         await asyncio.shield(_write_async(turn))
+    except DATABASE_DOWN:
+        backlog.add(turn)
     except DatabaseError:
         # The client has had its answer; a lost row must not turn into an error for it.
         log.exception("could not record turn %s", turn.request_id)
+
+
+class _Backlog:
+    """Turns served while the database was unreachable: their rows are written in order once it is back.
+
+    Bounded, and in this process's memory only: past the bound a turn's row is dropped, counted in
+    `pooler_accounting_dropped_total` and logged once per outage.
+    """
+
+    def __init__(self):
+        self.turns: deque[Turn] = deque()
+        self.drainer: asyncio.Task | None = None
+        self.told_of_drops = False
+
+    def add(self, turn: Turn) -> None:
+        if len(self.turns) >= settings.POOLER_ACCOUNTING_BUFFER:
+            metrics.ACCOUNTING_DROPPED.inc()
+            if not self.told_of_drops:
+                self.told_of_drops = True
+                log.error("accounting backlog full (%d turns): rows of later turns are dropped", len(self.turns))
+            return
+        self.turns.append(turn)
+        metrics.ACCOUNTING_PENDING.set(len(self.turns))
+        if self.drainer is None or self.drainer.done():
+            self.drainer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        delay = _DRAIN_FIRST_DELAY
+        while self.turns:
+            await asyncio.sleep(delay)
+            try:
+                while self.turns:
+                    await asyncio.shield(_write_async(self.turns[0]))
+                    self.turns.popleft()
+                    metrics.ACCOUNTING_PENDING.set(len(self.turns))
+            except DATABASE_DOWN:
+                delay = min(delay * 2, _DRAIN_MAX_DELAY)
+            except DatabaseError:
+                log.exception("could not record turn %s", self.turns.popleft().request_id)
+        self.told_of_drops = False
+        log.warning("accounting backlog written")
+
+
+_DRAIN_FIRST_DELAY, _DRAIN_MAX_DELAY = 0.5, 10.0
+backlog = _Backlog()

@@ -24,7 +24,8 @@ from . import db, metrics, migration, routing
 from .accounting import Turn, finish
 from .auth import authenticate
 from .body import require_model
-from .errors import PoolerError, UpstreamUnavailable
+from .dbthread import DATABASE_DOWN, note_outage
+from .errors import DatabaseUnavailable, PoolerError, UpstreamUnavailable
 from .quota import from_headers, from_usage_payload
 from .sse import WATCHED_IN_FRAMES, observe_event
 from .tokens import RefreshFailed, refresh_account_async
@@ -60,7 +61,11 @@ def _stripped(turn: Turn, whole: dict) -> dict:
 
 
 def error_frame(error: PoolerError) -> str:
-    return json.dumps({"type": "error", "status": error.status, **error.body()})
+    """The backend's error frame: the CLI reads `status` and `headers` as an HTTP answer's (Retry-After)."""
+    frame = {"type": "error", "status": error.status, **error.body()}
+    if error.retry_after is not None:
+        frame["headers"] = {"retry-after": error.response_headers()["Retry-After"]}
+    return json.dumps(frame)
 
 
 class _TurnState:
@@ -86,6 +91,11 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         self.prewarm_move = None
         try:
             self.key = await authenticate(self.headers)
+        except DATABASE_DOWN as down:
+            # Refused before accept, like a wrong key: the Codex CLI falls back to HTTP, which answers 503.
+            note_outage(down)
+            await self.close()
+            return
         except PoolerError as error:
             # Refused before accept: the server answers the upgrade with an HTTP denial (403 under Daphne);
             # the Codex CLI then falls back to HTTP, where the same key gets a clear 401 message.
@@ -204,6 +214,12 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             if not turn.finished:
                 await turn.settle(499, "client_closed")
             raise
+        except DATABASE_DOWN as down:
+            note_outage(down)
+            if not turn.finished:
+                error = DatabaseUnavailable()
+                await self.send(text_data=error_frame(error))
+                await turn.settle(error.status, "database_unavailable", error.code)
         except Exception:
             log.exception("websocket turn %s failed", turn.request_id)
             # The upstream is in an unknown state: the next turn opens a fresh one (with the full history).

@@ -1,13 +1,57 @@
-"""Running ORM work from async code.
+"""Running ORM work from async code, through database outages.
 
 Every database step runs on the event loop's shared worker threads (not on a new thread per request),
 and each of those threads keeps its own connection: no connection setup on the hot path, and a process
 holds only a few connections however many streams it relays. channels' database_sync_to_async drops a
 connection that went bad or too old around every call.
+
+A kept connection can die with the server (a restart, a failover): its next statement fails. That step is
+run once more on a new connection at once, instead of checking every connection with a `SELECT 1` before
+every step. When the database cannot be reached at all, the step raises `DATABASE_DOWN` errors, which
+callers answer with 503 (logged once per outage, never a traceback per request).
 """
 
-from functools import partial
+import functools
+import logging
 
 from channels.db import database_sync_to_async
+from django.db import InterfaceError, OperationalError, connection
 
-on_db_thread = partial(database_sync_to_async, thread_sensitive=False)
+log = logging.getLogger("pooler.database")
+
+# What an unreachable database or a connection that died raises (a query's own mistakes raise other errors).
+DATABASE_DOWN = (OperationalError, InterfaceError)
+_outage = {"since": None}
+
+
+def _reconnecting(step):
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        try:
+            result = step(*args, **kwargs)
+        except DATABASE_DOWN:
+            connection.close_if_unusable_or_obsolete()
+            if connection.in_atomic_block or connection.connection is not None:
+                raise  # the connection is alive: the error belongs to the statement
+            try:
+                result = step(*args, **kwargs)
+            except DATABASE_DOWN as error:
+                note_outage(error)
+                raise
+        if _outage["since"] is not None:
+            _outage["since"] = None
+            log.warning("database reachable again")
+        return result
+
+    return run
+
+
+def note_outage(error: Exception) -> None:
+    """Say once per outage that the database is unreachable (each request answers 503 without a traceback)."""
+    if _outage["since"] is None:
+        _outage["since"] = True
+        log.error("database unreachable, answering 503 until it is back: %s", str(error).strip()[:300])
+
+
+def on_db_thread(step):
+    return database_sync_to_async(_reconnecting(step), thread_sensitive=False)

@@ -2,6 +2,7 @@
 
 import time
 
+from django.conf import settings
 from django.http import JsonResponse
 
 # The OpenAI SDKs retry 408, 409, 429 and 5xx by themselves and wait at most about a minute for a Retry-After;
@@ -88,6 +89,17 @@ class UsageLimitReached(RateLimited):
         seconds = max(1, int(self.retry_after or 60))
         body["error"].update(resets_in_seconds=seconds, resets_at=int(time.time()) + seconds)
         return body
+
+
+class DatabaseUnavailable(PoolerError):
+    """The database is unreachable: nothing can be admitted or accounted, so the client comes back shortly
+    (the Codex CLI and the OpenAI SDKs retry a 503 by themselves)."""
+
+    status, type, code = 503, "server_error", "database_unavailable"
+
+    def __init__(self, message: str = "The pooler's database is unreachable; try again shortly.", **kwargs):
+        kwargs.setdefault("retry_after", settings.POOLER_DATABASE_RETRY_AFTER)
+        super().__init__(message, **kwargs)
 
 
 class NoEligibleAccount(PoolerError):

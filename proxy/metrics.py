@@ -35,6 +35,12 @@ CONTEXT_LOST = Counter(
     "Turns that reached an account without the session's compacted history (sealed to another account)",
     ["pool"],
 )
+ACCOUNTING_PENDING = Gauge(
+    "pooler_accounting_pending", "Served turns whose rows wait for the database to be reachable again"
+)
+ACCOUNTING_DROPPED = Counter(
+    "pooler_accounting_dropped", "Served turns whose rows were dropped: the backlog was full during an outage"
+)
 OPEN_STREAMS = Gauge("pooler_open_streams", "SSE streams being relayed now")
 OPEN_WEBSOCKETS = Gauge("pooler_open_websockets", "Client websockets open now")
 TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])

@@ -17,8 +17,9 @@ from accounts.models import PoolApiKey, UpstreamAccount
 from . import db, limits, metrics, migration, routing
 from .accounting import Turn, finish, observe_quota
 from .auth import lookup_key
-from .dbthread import on_db_thread
+from .dbthread import DATABASE_DOWN, note_outage, on_db_thread
 from .errors import (
+    DatabaseUnavailable,
     Forbidden,
     PoolerError,
     RateLimited,
@@ -235,6 +236,13 @@ class HttpTurn:
             plan = await begin(turn, session, self.token)
             return await self._failover(plan, body, content_type)
         except PoolerError as error:
+            return error_response(error, turn.request_id)
+        except DATABASE_DOWN as down:
+            # Refused before any upstream call; the row (if the key is known) waits in the backlog.
+            note_outage(down)
+            error = DatabaseUnavailable()
+            if turn.key is not None:
+                await turn.settle(error.status, "database_unavailable", error.code)
             return error_response(error, turn.request_id)
         except asyncio.CancelledError:
             # The client went away before the first byte: account the turn (and free its slot) all the same.

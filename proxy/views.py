@@ -14,7 +14,8 @@ from .accounting import Turn
 from .auth import authenticate, require_bearer
 from .body import decode_body, parse_json_object, require_model
 from .compaction import compacted_output, trigger_turn
-from .errors import NotFound, PayloadTooLarge, PoolerError, error_response
+from .dbthread import DATABASE_DOWN, note_outage
+from .errors import DatabaseUnavailable, NotFound, PayloadTooLarge, PoolerError, error_response
 from .models_list import pool_models
 from .routing import sticky_key
 from .turns import HttpTurn, Opened, new_request_id
@@ -64,6 +65,9 @@ async def _guarded(view, methods, turn, request, request_id, *args, **kwargs) ->
         limit = settings.POOLER_MAX_BODY_BYTES
         error = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         return error_response(await _for_caller(request, error), request_id)
+    except DATABASE_DOWN as error:
+        note_outage(error)
+        return error_response(DatabaseUnavailable(), request_id)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -88,6 +92,9 @@ async def _for_caller(request, error: PoolerError) -> PoolerError:
         request.pooler_key = await authenticate(request.headers)
     except PoolerError as refused:
         return refused
+    except DATABASE_DOWN as down:
+        note_outage(down)
+        return DatabaseUnavailable()
     return error
 
 

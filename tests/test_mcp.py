@@ -130,6 +130,9 @@ def test_read_tools_answer_with_structured_metadata(pooler, seeded):
             "output_tokens": 60,
             "total_tokens": 600,
             "errors": 1,
+            "compactions": 0,
+            "moves": 0,
+            "context_lost": 0,
         }
     ]
     assert results[9].structured_content["items"][0]["action"] == "create_pool"
