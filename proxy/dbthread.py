@@ -21,10 +21,12 @@ log = logging.getLogger("pooler.database")
 
 # What an unreachable database or a connection that died raises (a query's own mistakes raise other errors).
 DATABASE_DOWN = (OperationalError, InterfaceError)
-_outage = {"since": None}
+_outage = {"now": False}  # whether this process has said the database is unreachable
 
 
-def _reconnecting(step):
+def reconnecting(step):
+    """`step`, run once more on a new connection when its kept connection died with the server."""
+
     @functools.wraps(step)
     def run(*args, **kwargs):
         try:
@@ -38,8 +40,8 @@ def _reconnecting(step):
             except DATABASE_DOWN as error:
                 note_outage(error)
                 raise
-        if _outage["since"] is not None:
-            _outage["since"] = None
+        if _outage["now"]:
+            _outage["now"] = False
             log.warning("database reachable again")
         return result
 
@@ -48,10 +50,10 @@ def _reconnecting(step):
 
 def note_outage(error: Exception) -> None:
     """Say once per outage that the database is unreachable (each request answers 503 without a traceback)."""
-    if _outage["since"] is None:
-        _outage["since"] = True
+    if not _outage["now"]:
+        _outage["now"] = True
         log.error("database unreachable, answering 503 until it is back: %s", str(error).strip()[:300])
 
 
 def on_db_thread(step):
-    return database_sync_to_async(_reconnecting(step), thread_sensitive=False)
+    return database_sync_to_async(reconnecting(step), thread_sensitive=False)

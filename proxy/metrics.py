@@ -13,7 +13,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from accounts.models import PoolMembership
 
 from .auth import bearer_token
-from .dbthread import on_db_thread
+from .dbthread import DATABASE_DOWN, note_outage, on_db_thread, reconnecting
 from .errors import Unauthorized, error_response
 
 REQUESTS = Counter("pooler_requests", "Turns and requests answered", ["route", "status", "pool"])
@@ -70,8 +70,23 @@ class _AccountCollector:
         # Named up front so registering does not query the database at import.
         yield GaugeMetricFamily("pooler_account_eligible", "", labels=["pool", "account"])
         yield GaugeMetricFamily("pooler_account_quota_used_percent", "", labels=["account", "window"])
+        yield GaugeMetricFamily("pooler_database_reachable", "")
 
     def collect(self):
+        reachable = GaugeMetricFamily(
+            "pooler_database_reachable", "1 when this process could read the database at this scrape"
+        )
+        try:
+            families = reconnecting(self._accounts)()
+        except DATABASE_DOWN as error:
+            # Still a scrape, without the account gauges: the backlog and the 503s are what matter now.
+            note_outage(error)
+            families = []
+        reachable.add_metric([], float(bool(families)))
+        yield reachable
+        yield from families
+
+    def _accounts(self) -> list:
         now = timezone.now()
         eligible = GaugeMetricFamily(
             "pooler_account_eligible", "1 when the account can take a turn now", labels=["pool", "account"]
@@ -88,8 +103,7 @@ class _AccountCollector:
                 primary, secondary = account.window_used(now)
                 used.add_metric([account.label, "primary"], primary)
                 used.add_metric([account.label, "secondary"], secondary)
-        yield eligible
-        yield used
+        return [eligible, used]
 
 
 REGISTRY.register(_AccountCollector())

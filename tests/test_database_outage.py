@@ -84,6 +84,7 @@ def test_turns_flow_through_a_database_restart(cluster, simulator):
         cluster.stop()
         time.sleep(1)
         ready_during = httpx.get(f"{pooler.url}/readyz", timeout=10).status_code
+        metrics_during = httpx.get(f"{pooler.url}/metrics", timeout=10)
         time.sleep(2)
         cluster.start()
         time.sleep(3)
@@ -96,6 +97,8 @@ def test_turns_flow_through_a_database_restart(cluster, simulator):
         served = [answer for answer in traffic.answers if answer[0] == 200]
         assert all(completed for _, _, completed in served)
         assert (ready_during, ready_after) == (503, 200)
+        assert metrics_during.status_code == 200 and "pooler_database_reachable 0.0" in metrics_during.text
+        assert "pooler_accounting_pending" in metrics_during.text
 
         rows, deadline = -1, time.monotonic() + 30
         while rows != len(served) and time.monotonic() < deadline:
