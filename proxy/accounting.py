@@ -245,7 +245,9 @@ async def finish(turn: Turn) -> None:
     try:
         await asyncio.shield(_write_async(turn))
     except DATABASE_DOWN:
-        backlog.add(turn)
+        # Only served turns wait: the refusals of the outage itself would fill the backlog, and say nothing.
+        if turn.outcome != "database_unavailable":
+            backlog.add(turn)
     except DatabaseError:
         # The client has had its answer; a lost row must not turn into an error for it.
         log.exception("could not record turn %s", turn.request_id)
