@@ -28,6 +28,12 @@ run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=1024 pooler.asgi:application
 
+# Production: one Daphne per core (POOLER_WEB_PROCESSES) on one listening socket, and the worker, under
+# supervisord (deploy/supervisord.conf); migrates first. POOLER_BIND=0.0.0.0 to take connections from other hosts.
+.PHONY: serve
+serve: $(VENV)/.installed
+	PORT=$(PORT) $(PY) -m deploy.serve
+
 # On PostgreSQL when DATABASE_URL is set, else on the embedded SQLite.
 test: $(VENV)/.installed codex-cli chromium
 	$(PY) -m pytest $(PYTEST_ARGS)

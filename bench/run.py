@@ -21,7 +21,18 @@ from pathlib import Path
 import httpx
 import websockets
 
-from bench.stack import REPO, Stack, free_port, start_pooler, start_stack
+from bench.stack import (
+    REPO,
+    Stack,
+    free_port,
+    served_env,
+    served_processes,
+    start_pooler,
+    start_served_pooler,
+    start_stack,
+    stop_served_pooler,
+)
+from deploy.serve import cores
 
 RESULTS = REPO / "bench" / "RESULTS.md"
 BODY_BYTES = 40 * 1024
@@ -235,6 +246,23 @@ def in_fresh_pooler(stack: Stack, env: dict, event_delay: float, measure) -> flo
         process.wait(10)
 
 
+def served_saturation(stack: Stack, env: dict, processes: int, seconds: float) -> tuple[float, list[float]]:
+    """Turns a second at saturation (64 clients) through `python -m deploy.serve` with `processes` web processes
+    on one socket, and each web process's share of their CPU time, in percent."""
+    port = free_port()
+    process = start_served_pooler(port, stack.simulator_url, processes, env, REPO / ".cache" / "bench" / "served.log")
+    try:
+        web = [pid for name, pid in served_processes(served_env(port, processes)).items() if name.startswith("web:")]
+        _, pooled = targets(dataclasses.replace(stack, pooler_url=f"http://127.0.0.1:{port}", processes=[]))
+        asyncio.run(saturation(pooled, 64, min(seconds, 3)))  # warm: every process's connections and caches
+        before = [cpu_seconds(pid) for pid in web]
+        rate = asyncio.run(saturation(pooled, 64, seconds))
+        used = [cpu_seconds(pid) - start for pid, start in zip(web, before, strict=True)]
+        return rate, [100 * u / sum(used) for u in used]
+    finally:
+        stop_served_pooler(process)
+
+
 async def websocket_turns(url: str, headers: dict, turns: int) -> list[float]:
     timings = []
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
@@ -361,6 +389,15 @@ def main() -> None:
                 f"{d_rate:.0f}",
                 f"{p_rate:.0f}",
                 f"{p_rate / d_rate:.2f}× of direct",
+            )
+        )
+        n_rate, shares = served_saturation(stack, deployed, cores(), seconds)
+        rows.append(
+            (
+                f"turns per second at saturation, {cores()} web processes on one socket (`make serve`, 64 clients)",
+                f"{d_rate:.0f}",
+                f"{n_rate:.0f}",
+                f"{n_rate / p_rate:.2f}× of one process (their CPU: {' / '.join(f'{x:.0f} %' for x in shares)})",
             )
         )
         for label, target in (("", pooled), (", key with rpm and concurrency limits", limited(pooled))):
@@ -511,6 +548,11 @@ def write_results(rows, args, speed: list[float]) -> None:
         "and every turn of these rows is a new session, so a pool opens connections until it holds as many as it",
         "has had streams at once; then it only reuses them (a single shared pool opened one for 7 turns in 10 at",
         "50 streams, for good: encode/httpcore#1000).",
+        "The row of several web processes runs the production command (`python -m deploy.serve`: supervisord",
+        "opens one listening socket and starts one Daphne per core on it) against the same simulator and database;",
+        "here the load generator and the simulator take their share of the same two cores, so it shows how the",
+        "processes share the work (their CPU split) more than what a host with cores to spare gains. On SQLite",
+        "(`make bench` without DATABASE_URL) the processes also wait for each other's writes to the one file.",
         "The burst rows show queueing rather than overhead: 50 turns that arrive in the same instant each wait for",
         "the ones before them to be authenticated, routed and sent, while those already stream.",
         "The routing choice (which accounts, in which order) is made from the pool's snapshot in memory and does",

@@ -33,7 +33,11 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def start(args: list[str], url: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
+    if log:
+        log.write_bytes(b"")
+    # Appending: supervisord's children write to its standard output through a file of their own, which would
+    # overwrite its lines at a shared offset.
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(args, cwd=REPO, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     wait_for(url, process)
     return process
@@ -115,6 +119,57 @@ def start_pooler(port: int, simulator_url: str, env: dict | None = None, log: Pa
         env={"POOLER_AUTH_BASE_URL": simulator_url, **(env or {})},
         log=log,
     )
+
+
+def served_env(port: int, web_processes: int, env: dict | None = None) -> dict:
+    """The environment of `python -m deploy.serve` on `port` with `web_processes` web processes (and of
+    `python -m deploy.serve status` for it)."""
+    return {
+        "PORT": str(port),
+        "POOLER_BIND": "127.0.0.1",
+        "POOLER_WEB_PROCESSES": str(web_processes),
+        **(env or {}),
+    }
+
+
+def served_processes(env: dict) -> dict[str, int]:
+    """The running processes of a `python -m deploy.serve` started with `env`: supervisor's name -> pid."""
+    status = subprocess.run(
+        [sys.executable, "-m", "deploy.serve", "status"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    # e.g. "web:web-0                        RUNNING   pid 31418, uptime 0:00:06"
+    return {
+        fields[0]: int(fields[3].rstrip(","))
+        for fields in (line.split() for line in status.stdout.splitlines())
+        if len(fields) > 3 and fields[1] == "RUNNING"
+    }
+
+
+def start_served_pooler(
+    port: int, simulator_url: str, web_processes: int, env: dict | None = None, log: Path | None = None
+) -> subprocess.Popen:
+    """`python -m deploy.serve` on `port`: supervisord with `web_processes` Daphnes on one listening socket and
+    the worker, against the simulator's auth server; returned once every web process runs."""
+    env = served_env(port, web_processes, {"POOLER_AUTH_BASE_URL": simulator_url, **(env or {})})
+    process = start([sys.executable, "-m", "deploy.serve"], f"http://127.0.0.1:{port}/healthz", env=env, log=log)
+    deadline = time.monotonic() + 30
+    while sum(name.startswith("web:") for name in served_processes(env)) < web_processes:
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_served_pooler(process)
+            raise RuntimeError(f"deploy.serve on port {port} did not start its {web_processes} web processes")
+        time.sleep(0.2)
+    return process
+
+
+def stop_served_pooler(process: subprocess.Popen) -> int:
+    """Stop supervisord and so every process it started; its exit status."""
+    process.terminate()
+    # Never killed: supervisord is what stops its children (it waits up to 10 s for each, then kills it).
+    return process.wait(60)
 
 
 def start_stack(

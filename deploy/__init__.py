@@ -1,0 +1,1 @@
+"""Running the pooler in production: deploy/supervisord.conf and its launcher, `python -m deploy.serve`."""
