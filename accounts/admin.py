@@ -138,6 +138,11 @@ class UpstreamAccountAdmin(AuditedAdmin):
     ]
     actions = ["pause_accounts", "resume_accounts", "refresh_tokens", "poll_quotas", "send_test_turns"]
 
+    def get_urls(self):
+        from .device_login import device_login_urls  # it imports this module (actor_of)
+
+        return device_login_urls(self) + super().get_urls()
+
     def get_fields(self, request, obj=None):
         # A new account comes only from credentials; its identity is read from the id token.
         if obj is None:

@@ -27,6 +27,8 @@ def create_app() -> Starlette:
             Route("/backend-api/wham/usage", backend.wham_usage, methods=["GET"]),
             Route("/oauth/authorize", oauth.authorize, methods=["GET"]),
             Route("/oauth/token", oauth.token, methods=["POST"]),
+            Route("/api/accounts/deviceauth/usercode", oauth.device_usercode, methods=["POST"]),
+            Route("/api/accounts/deviceauth/token", oauth.device_token, methods=["POST"]),
             Route("/_sim/accounts", control.register_account, methods=["POST"]),
             Route("/_sim/accounts/{account_id}", control.account_detail, methods=["GET", "PATCH", "DELETE"]),
             Route("/_sim/requests", control.request_log, methods=["GET", "DELETE"]),
@@ -35,6 +37,8 @@ def create_app() -> Starlette:
             Route("/_sim/stats/reset", control.reset_stats, methods=["POST"]),
             Route("/_sim/reset", control.reset, methods=["POST"]),
             Route("/_sim/next_login", control.next_login, methods=["POST"]),
+            Route("/_sim/device", control.device, methods=["GET", "PATCH"]),
+            Route("/_sim/device/{action}", control.device_action, methods=["POST"]),
         ],
         exception_handlers={404: _not_found},
     )

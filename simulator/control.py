@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import tokens
-from .state import DEFAULT_CONFIG, Account, SimState, Window, normalize_fault
+from .state import DEFAULT_CONFIG, DEVICE_DEFAULTS, Account, SimState, Window, normalize_fault
 
 _SIMPLE_FIELDS = {
     "email": str,
@@ -173,3 +173,60 @@ async def next_login(request: Request) -> Response:
     except ValueError as exc:
         return _bad(str(exc))
     return JSONResponse(_state(request).next_login)
+
+
+async def device(request: Request) -> Response:
+    """The device-code sign-ins: `GET` the settings and every code; `PATCH {"interval", "expires_in"}` (seconds)
+    for the codes issued from then on."""
+    state = _state(request)
+    if request.method == "PATCH":
+        try:
+            fields = await _json(request)
+            for name, value in fields.items():
+                if name not in DEVICE_DEFAULTS:
+                    raise ValueError(f"unknown field {name!r}")
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name!r} must be a whole number of seconds")
+        except ValueError as exc:
+            return _bad(str(exc))
+        state.device.update(fields)
+    now = time.time()
+    return JSONResponse({**state.device, "codes": [auth.describe(now) for auth in state.device_auths.values()]})
+
+
+_DEVICE_ACTIONS = ("approve", "deny", "expire", "slow_down")
+
+
+async def device_action(request: Request) -> Response:
+    """What the user does at the device page, by user code: `approve` (as `account_id`), `deny`, `expire`; or
+    `slow_down`: the next `count` (1) polls answer slow_down."""
+    state = _state(request)
+    action = request.path_params["action"]
+    if action not in _DEVICE_ACTIONS:
+        return _bad(f"unknown action {action!r}; one of {', '.join(_DEVICE_ACTIONS)}")
+    try:
+        fields = await _json(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    auth = state.device_auths.get(str(fields.get("user_code", "")))
+    if auth is None:
+        return JSONResponse({"error": {"message": "no such user code", "code": "not_found"}}, status_code=404)
+    now = time.time()
+    if action == "slow_down":
+        count = fields.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            return _bad("'count' must be a positive whole number")
+        auth.slow_downs += count
+        return JSONResponse(auth.describe(now))
+    if auth.status_at(now) != "pending":
+        return _bad(f"the code is {auth.status_at(now)}, not pending")
+    if action == "approve":
+        if str(fields.get("account_id")) not in state.accounts:
+            return _bad("approve needs the account_id of a registered account")
+        auth.account_id = str(fields["account_id"])
+        auth.status = "approved"
+    elif action == "deny":
+        auth.status = "denied"
+    else:
+        auth.expires_at = now
+    return JSONResponse(auth.describe(now))

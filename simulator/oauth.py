@@ -1,4 +1,5 @@
-"""The auth server: `/oauth/authorize` (PKCE S256) and `/oauth/token` with single-use, rotating refresh tokens."""
+"""The auth server: `/oauth/authorize` (PKCE S256), `/oauth/token` with single-use, rotating refresh tokens, and
+the device-code sign-in of `codex login --device-auth` (`/api/accounts/deviceauth/usercode` and `/token`)."""
 
 import asyncio
 import base64
@@ -10,9 +11,11 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from .state import TOKEN_FAULTS, Account, SimState
+from .state import TOKEN_FAULTS, Account, DeviceAuth, SimState
 
 _CODE_LIFETIME = 600
+# Letters and digits nobody confuses when typing a code read off another screen.
+_USER_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
 def _error(status: int, error: str, description: str, code: str | None = None) -> JSONResponse:
@@ -161,3 +164,70 @@ def _exchange_code(state: SimState, form: dict, entry: dict) -> Response:
     account.rotate_tokens(refreshed=False)
     state.index_tokens(account)
     return JSONResponse(account.token_response())
+
+
+def _user_code() -> str:
+    chars = "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(9))
+    return f"{chars[:4]}-{chars[4:]}"
+
+
+async def device_usercode(request: Request) -> Response:
+    """Start a device-code sign-in: `{"client_id"}` → `device_auth_id`, `user_code` and `interval` (a string)."""
+    state: SimState = request.app.state.sim
+    entry = state.log.add(request.url.path, "device_usercode", "http", request.headers)
+    if not (await _form(request)).get("client_id"):
+        entry.update(status=400, outcome="rejected", error_code="invalid_request")
+        return _error(400, "invalid_request", "client_id is required")
+    auth = DeviceAuth(
+        device_auth_id="deviceauth_" + secrets.token_urlsafe(18),
+        user_code=_user_code(),
+        issuer=str(request.base_url).rstrip("/"),
+        expires_at=time.time() + state.device["expires_in"],
+    )
+    state.device_auths[auth.user_code] = auth
+    entry.update(status=200, outcome="completed")
+    return JSONResponse(
+        {"device_auth_id": auth.device_auth_id, "user_code": auth.user_code, "interval": str(state.device["interval"])}
+    )
+
+
+# The answers to a poll before the code is handed out: (HTTP status, error, description). The CLI keeps polling
+# on 403 (and 404) and gives up on anything else; slow_down is RFC 8628's, which the CLI does not know.
+_DEVICE_REFUSALS = {
+    "slow_down": (429, "slow_down", "Polling too fast: wait 5 seconds longer between polls."),
+    "pending": (403, "authorization_pending", "The user has not entered and approved the code yet."),
+    "denied": (401, "authorization_declined", "The user declined the sign-in."),
+    "expired": (400, "expired_token", "The device code expired; start again."),
+}
+
+
+async def device_token(request: Request) -> Response:
+    """Poll a device-code sign-in (`{"device_auth_id", "user_code"}`); once approved it answers, a single time,
+    an authorization code with the PKCE pair to exchange it with at `/oauth/token`."""
+    state: SimState = request.app.state.sim
+    entry = state.log.add(request.url.path, "device_token", "http", request.headers)
+    form = await _form(request)
+    auth = state.device_auths.get(str(form.get("user_code", "")))
+    if auth is None or auth.device_auth_id != form.get("device_auth_id"):
+        entry.update(status=400, outcome="rejected", error_code="invalid_request")
+        return _error(400, "invalid_request", "Unknown device_auth_id or user_code.")
+    entry["account_id"] = auth.account_id
+    status = auth.status_at(time.time())
+    if auth.slow_downs:
+        auth.slow_downs -= 1
+        status = "slow_down"
+    if status != "approved":
+        http_status, error, description = _DEVICE_REFUSALS[status]
+        entry.update(status=http_status, outcome="rejected", error_code=error)
+        return _error(http_status, error, description)
+    verifier = secrets.token_urlsafe(48)
+    code = "ac_" + secrets.token_urlsafe(24)
+    state.auth_codes[code] = {
+        "account_id": auth.account_id,
+        "challenge": _s256(verifier),
+        "redirect_uri": f"{auth.issuer}/deviceauth/callback",
+        "expires": time.time() + _CODE_LIFETIME,
+    }
+    del state.device_auths[auth.user_code]  # handed out once; a later poll is for an unknown code
+    entry.update(status=200, outcome="completed")
+    return JSONResponse({"authorization_code": code, "code_challenge": _s256(verifier), "code_verifier": verifier})

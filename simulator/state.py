@@ -231,6 +231,38 @@ class RequestLog:
         self.entries.clear()
 
 
+# The device-code login (`codex login --device-auth`): the CLI says a code expires in 15 minutes and polls at
+# the `interval` the usercode answer gives (the real server sends "5", a string).
+DEVICE_CODE_LIFETIME = 15 * 60
+DEVICE_DEFAULTS = {"interval": 5, "expires_in": DEVICE_CODE_LIFETIME}
+
+
+@dataclass
+class DeviceAuth:
+    """One device-code sign-in, from `/api/accounts/deviceauth/usercode` until its code is handed out."""
+
+    device_auth_id: str
+    user_code: str
+    issuer: str  # the base URL the client used: the code exchange's redirect_uri is {issuer}/deviceauth/callback
+    expires_at: float
+    status: str = "pending"
+    account_id: str | None = None
+    slow_downs: int = 0  # polls still to answer `slow_down` (scripted through the control API)
+
+    def status_at(self, now: float) -> str:
+        return "expired" if self.status == "pending" and self.expires_at <= now else self.status
+
+    def describe(self, now: float) -> dict:
+        return {
+            "user_code": self.user_code,
+            "device_auth_id": self.device_auth_id,
+            "status": self.status_at(now),
+            "account_id": self.account_id,
+            "expires_in": max(0, int(self.expires_at - now)),
+            "slow_downs": self.slow_downs,
+        }
+
+
 # Switches of the simulated backend as a whole (`/_sim/config`). The legacy `/responses/compact` is retired
 # upstream (404); tests of a gateway's old path turn it back on.
 DEFAULT_CONFIG = {"compact_endpoint": False}
@@ -245,6 +277,8 @@ class SimState:
         self.accounts: dict[str, Account] = {}
         self.auth_codes: dict[str, dict] = {}
         self.next_login: dict | None = None
+        self.device = dict(DEVICE_DEFAULTS)
+        self.device_auths: dict[str, DeviceAuth] = {}  # by user code
         self.log = RequestLog()
         self.stats = Stats()
 

@@ -1,9 +1,6 @@
 """An operator in headless Chromium: login, the dashboard, the request log. Screenshots go to test-artifacts/."""
 
-import shutil
 from datetime import timedelta
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -11,21 +8,9 @@ from django.utils import timezone
 
 from accounts.models import AuditLog, RequestLog
 from tests.factories import make_account, make_key, make_pool
+from tests.support.browser import ARTIFACTS, needs_chromium, operator_page
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-# Flags that keep Chromium from calling home on a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
@@ -74,36 +59,10 @@ def seeded():
     AuditLog.objects.create(actor="cli", action="create_pool", object_type="pool", object_repr="team")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
+@needs_chromium
 def test_operator_browses_dashboard_and_request_log(pooler, seeded):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    console_errors, foreign = [], []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
-        page.on(
-            "response",
-            lambda response: (
-                console_errors.append(f"{response.status} {response.url}") if response.status >= 400 else None
-            ),
-        )
-        page.on(
-            "request",
-            lambda request: (
-                foreign.append(request.url)
-                if urlsplit(request.url).hostname not in ("127.0.0.1", "localhost")
-                else None
-            ),
-        )
-
-        page.goto(f"{pooler.url}/admin/dashboard/")
-        page.fill("#id_username", "operator")
-        page.fill("#id_password", "correct horse battery")
-        page.click("input[type=submit]")
-        page.wait_for_url("**/admin/dashboard/")
+    with operator_page(f"{pooler.url}/admin/dashboard/", "operator", "correct horse battery") as operator:
+        page = operator.page
         assert page.locator("text=Pool team").count() == 1
         assert page.locator("svg rect").count() >= 24
         assert "92%" in page.content() and "rate_limited" in page.content()
@@ -119,6 +78,5 @@ def test_operator_browses_dashboard_and_request_log(pooler, seeded):
 
         page.goto(f"{pooler.url}/admin/accounts/auditlog/")
         assert "create_pool" in page.content()
-        browser.close()
-    assert console_errors == []
-    assert foreign == []
+    assert operator.problems == []
+    assert operator.foreign == []
