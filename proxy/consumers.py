@@ -20,7 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 from websockets.protocol import State
 
-from . import db, metrics, migration, routing
+from . import db, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish
 from .auth import authenticate
 from .body import require_model
@@ -30,7 +30,7 @@ from .quota import from_headers, from_usage_payload
 from .sse import WATCHED_IN_FRAMES, observe_event
 from .tokens import RefreshFailed, refresh_account_async
 from .turns import begin, check_model, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure
-from .upstream import UpstreamFailure, failure_from_response, upstream_headers
+from .upstream import UpstreamFailure, client_headers, failure_from_response, upstream_headers
 
 log = logging.getLogger("pooler.websocket")
 
@@ -91,6 +91,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         self.prewarm_move = None
         try:
             self.key = await authenticate(self.headers)
+            quota = await pool_quota.current(self.key.pool)
         except DATABASE_DOWN as down:
             # Refused before accept, like a wrong key: the Codex CLI falls back to HTTP, which answers 503.
             note_outage(down)
@@ -103,7 +104,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.client_ip = (self.scope.get("client") or [None])[0]
-        await self.accept()
+        # The pool's quota, as the backend's handshake says an account's (see pooler/daphne_websocket.py).
+        await self.accept(headers=[(name.encode(), value.encode()) for name, value in quota.headers().items()])
         self.counted = True
         metrics.OPEN_WEBSOCKETS.inc()
 
@@ -298,8 +300,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             self.prewarm_move = None
         if self.plan is None:
             self.plan = turn.plan
-        self._observe(state, first)
-        await self.send(text_data=first)
+        await self.send(text_data=self._relayed(state, first))
         if state.terminal:
             await self._end_turn(state, "ok" if state.terminal == "response.completed" else "upstream_error")
         else:
@@ -309,8 +310,21 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
     # with it if the write fails.
     async def _pass_through(self, turn: Turn, account, failure: UpstreamFailure) -> None:
         """A 4xx that is the client's fault reaches the client as the backend sent it; no penalty."""
-        await self.send(text_data=failure.body.decode(errors="replace"))
+        await self.send(text_data=self._with_pool_quota(failure.body.decode(errors="replace")))
         await turn.settle(failure.status, "client_error", failure.code, account)
+
+    def _with_pool_quota(self, text: str) -> str:
+        """An upstream error frame whose `headers` (read by the CLI as an HTTP answer's) say the pool's quota
+        rather than the account's, as every answer does."""
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            return text
+        if not isinstance(frame, dict) or not isinstance(frame.get("headers"), dict):
+            return text
+        view = pool_quota.latest(self.key.pool)
+        frame["headers"] = client_headers(frame["headers"], view.headers() if view is not None else {})
+        return json.dumps(frame)
 
     async def _refuse(self, turn: Turn, error: PoolerError) -> None:
         await self.send(text_data=error_frame(error))
@@ -412,8 +426,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         try:
             async for message in self.upstream:
                 text = message if isinstance(message, str) else message.decode(errors="replace")
-                self._observe(state, text)
-                await self.send(text_data=text)
+                await self.send(text_data=self._relayed(state, text))
                 if state.terminal or state.error_code:
                     outcome = "ok" if state.terminal == "response.completed" else "upstream_error"
                     break
@@ -429,15 +442,22 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
                 await self._close_upstream()
                 await self.close(code=1011)
 
-    def _observe(self, state: _TurnState, text: str) -> None:
+    def _relayed(self, state: _TurnState, text: str) -> str:
+        """An upstream frame as the client gets it, once the turn's accounting has seen it: as it came, but for
+        `codex.rate_limits`, which says the pool's quota instead of the account's (the account's own figures
+        are kept for its snapshot, see _end_turn)."""
         if not any(marker in text for marker in WATCHED_IN_FRAMES):
-            return  # a delta or other event the turn's accounting does not read: passed on unparsed
+            return text  # a delta or other event the turn's accounting does not read: passed on unparsed
         try:
             event = json.loads(text)
         except ValueError:
-            return
-        if isinstance(event, dict):
-            observe_event(state, event)
+            return text
+        if not isinstance(event, dict):
+            return text
+        observe_event(state, event)
+        if event.get("type") == "codex.rate_limits" and (view := pool_quota.latest(self.key.pool)) is not None:
+            return json.dumps(view.rate_limits_event(event), separators=(",", ":"))
+        return text
 
     async def _end_turn(self, state: _TurnState, outcome: str) -> None:
         turn = state.turn

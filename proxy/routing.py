@@ -84,9 +84,11 @@ class _Snapshot:
 
 # Keyed by id and creation time: test databases roll back and reuse ids.
 _snapshots: dict[tuple, _Snapshot] = {}
-# What ordering and eligibility read (see UpstreamAccount.ineligibility and available_at): no tokens.
+# What ordering and eligibility read (see UpstreamAccount.ineligibility and available_at), and the pool's quota
+# view (pool_quota.py): no tokens.
 _SNAPSHOT_FIELDS = (
     "status",
+    "plan_type",
     "cooldown_until",
     "cooldown_reason",
     "model_slugs",
@@ -95,6 +97,8 @@ _SNAPSHOT_FIELDS = (
     "primary_resets_at",
     "secondary_used_percent",
     "secondary_resets_at",
+    "primary_window_minutes",
+    "secondary_window_minutes",
     "last_used_at",
 )
 
@@ -123,11 +127,20 @@ def _load_snapshot(pool: Pool, now: datetime) -> _Snapshot:
 
 
 def _snapshot(pool: Pool, now: datetime, reload: bool = False) -> _Snapshot:
-    key = (pool.id, pool.created_at)
-    cached = _snapshots.get(key)
+    cached = cached_snapshot(pool)
     if reload or cached is None or not cached.fresh_enough() or cached.strategy != pool.strategy:
-        cached = _snapshots[key] = _load_snapshot(pool, now)
+        cached = _snapshots[(pool.id, pool.created_at)] = _load_snapshot(pool, now)
     return cached
+
+
+def pool_snapshot(pool: Pool, now: datetime | None = None) -> _Snapshot:
+    """The pool's snapshot, read again first when it is stale (reads the database then)."""
+    return _snapshot(pool, now or timezone.now())
+
+
+def cached_snapshot(pool: Pool) -> _Snapshot | None:
+    """The pool's snapshot as this process holds it, however old (never reads the database)."""
+    return _snapshots.get((pool.id, pool.created_at))
 
 
 def _walk(snapshot: _Snapshot) -> list[UpstreamAccount]:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import PoolApiKey, UpstreamAccount
 
-from . import db, limits, metrics, migration, routing
+from . import db, limits, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish, observe_quota
 from .auth import lookup_key
 from .dbthread import DATABASE_DOWN, note_outage, on_db_thread
@@ -66,6 +66,8 @@ def _recheck(turn: Turn, account_id: int) -> UpstreamAccount | None:
     if current is None or current.ineligibility(turn.model, timezone.now()):
         return None
     turn.slot_id = limits.admit(turn.key, turn.request_id, counted=not turn.is_prewarm)
+    # No plan reads the pool's snapshot for this turn: read here when stale, for the quota the turn shows.
+    routing.pool_snapshot(turn.key.pool)
     return current
 
 
@@ -332,6 +334,11 @@ class HttpTurn:
         response["x-should-retry"] = "false"  # the same request would fail the same way
         return response
 
+    def quota_headers(self) -> dict[str, str]:
+        """The pool's quota for the client, in place of the serving account's (its plan just read the snapshot)."""
+        view = pool_quota.latest(self.turn.key.pool)
+        return view.headers() if view is not None else {}
+
     def stream(self, opened: Opened, translator=None) -> StreamingHttpResponse:
         """Relay the upstream body chunk by chunk as it arrives (through `translator` for /v1 chat)."""
         response = opened.response
@@ -339,7 +346,7 @@ class HttpTurn:
         out = StreamingHttpResponse(
             self.relay(opened, translator), status=response.status_code, content_type=content_type
         )
-        for name, value in client_headers(response.headers).items():
+        for name, value in client_headers(response.headers, self.quota_headers()).items():
             if name.lower() != "content-type":
                 out[name] = value
         out["x-request-id"] = self.turn.request_id
@@ -409,7 +416,7 @@ class HttpTurn:
             status=response.status_code,
             content_type=response.headers.get("content-type", "application/json"),
         )
-        for name, value in client_headers(response.headers).items():
+        for name, value in client_headers(response.headers, self.quota_headers()).items():
             if name.lower() != "content-type":
                 out[name] = value
         out["x-request-id"] = turn.request_id

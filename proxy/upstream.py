@@ -55,6 +55,8 @@ _DROP_RESPONSE_HEADERS = {
     "alt-svc",
     "strict-transport-security",
 }
+# The serving account's windows and credits: the client is shown the pool's instead (see pool_quota.py).
+_ACCOUNT_QUOTA_HEADERS = ("x-codex-primary-", "x-codex-secondary-", "x-codex-credits-")
 
 _client: httpx.AsyncClient | None = None
 _CLOSED = httpx.ByteStream(b"")
@@ -128,9 +130,15 @@ def upstream_headers(client_headers, account: UpstreamAccount, *, content_type: 
     return headers
 
 
-def client_headers(upstream: httpx.Headers) -> dict:
-    """The upstream response headers a client may see (quota headers included: the CLI shows them)."""
-    return {name: value for name, value in upstream.items() if name.lower() not in _DROP_RESPONSE_HEADERS}
+def client_headers(upstream: httpx.Headers, quota: dict[str, str] | None = None) -> dict:
+    """The upstream response headers a client may see, with `quota` (the pool's x-codex-* headers, see
+    pool_quota.py) in place of the serving account's quota and credits headers."""
+    headers = {
+        name: value
+        for name, value in upstream.items()
+        if name.lower() not in _DROP_RESPONSE_HEADERS and not name.lower().startswith(_ACCOUNT_QUOTA_HEADERS)
+    }
+    return headers | (quota or {})
 
 
 @dataclass

@@ -7,6 +7,7 @@ urlpatterns = [
     path("backend-api/codex/responses/compact", views.compact),
     path("backend-api/codex/models", views.models),
     path("backend-api/codex/realtime/calls", views.realtime_calls),
+    path("backend-api/wham/usage", views.wham_usage),
     path("v1/models", v1_views.models),
     path("v1/responses", v1_views.responses),
     path("v1/responses/compact", v1_views.responses_compact),

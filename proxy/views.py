@@ -9,7 +9,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import metrics, migration
+from . import metrics, migration, pool_quota
 from .accounting import Turn
 from .auth import authenticate, require_bearer
 from .body import decode_body, parse_json_object, require_model
@@ -210,6 +210,13 @@ async def realtime_calls(request, token, request_id):
         content_type=request.headers.get("content-type", "application/sdp"),
     )
     return opened if isinstance(opened, HttpResponse) else await proxied.read_all(opened)
+
+
+@runtime_view(("GET",))
+async def wham_usage(request, key, request_id):
+    """GET /backend-api/wham/usage: the pool's quota windows in the backend's shape, as the key's turns show them."""
+    view = await pool_quota.current(key.pool)
+    return JsonResponse(view.usage(), headers={"x-request-id": request_id})
 
 
 @csrf_exempt
