@@ -13,7 +13,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from mcp_endpoint.app import mcp_app  # noqa: E402
-from pooler import daphne_channel, daphne_request, daphne_websocket  # noqa: E402
+from pooler import daphne_channel, daphne_request  # noqa: E402
 from pooler.runtime_handler import RuntimeHandler  # noqa: E402
 from proxy.routing_ws import websocket_urlpatterns  # noqa: E402
 
@@ -25,8 +25,6 @@ django_with_static = ASGIStaticFilesHandler(django_asgi_app)
 daphne_request.install()
 # And its connections answer a header line too long with a 431 instead of a reset (see daphne_channel.py).
 daphne_channel.install()
-# And its websocket handshakes carry the headers the consumer accepts with (see daphne_websocket.py).
-daphne_websocket.install()
 
 # The same Django (URLs, views), lean for the runtime routes (see runtime_handler.py).
 runtime_app = RuntimeHandler()

@@ -91,7 +91,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         self.prewarm_move = None
         try:
             self.key = await authenticate(self.headers)
-            quota = await pool_quota.current(self.key.pool)
+            # Read now, so the rate-limit events of this connection's turns are rewritten without a wait.
+            await pool_quota.current(self.key.pool)
         except DATABASE_DOWN as down:
             # Refused before accept, like a wrong key: the Codex CLI falls back to HTTP, which answers 503.
             note_outage(down)
@@ -104,8 +105,8 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.client_ip = (self.scope.get("client") or [None])[0]
-        # The pool's quota, as the backend's handshake says an account's (see pooler/daphne_websocket.py).
-        await self.accept(headers=[(name.encode(), value.encode()) for name, value in quota.headers().items()])
+        # No quota headers on the handshake: the CLI reads a websocket's rate limits from its events only.
+        await self.accept()
         self.counted = True
         metrics.OPEN_WEBSOCKETS.inc()
 
