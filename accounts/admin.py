@@ -7,12 +7,13 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from . import audit
+from . import audit, pricing
 from .importing import ImportError_, parse_auth_json, store_account
 from .models import (
     AccountStatus,
     AuditLog,
     McpToken,
+    ModelPrice,
     Pool,
     PoolApiKey,
     PoolMembership,
@@ -332,6 +333,37 @@ class SessionAffinityAdmin(AuditedAdmin):
         return False
 
 
+@admin.register(ModelPrice)
+class ModelPriceAdmin(AuditedAdmin):
+    """API list prices that win over the shipped table (accounts/data/model_prices.json) for a model and day."""
+
+    list_display = [
+        "model",
+        "effective_from",
+        "input_usd_per_million",
+        "cached_input_usd_per_million",
+        "output_usd_per_million",
+        "note",
+        "updated_at",
+    ]
+    list_filter = ["model"]
+    search_fields = ["model", "note"]
+
+    # A turn is priced when its row is written: this process prices the next one at the new price, the other
+    # processes within POOLER_PRICES_CACHE_SECONDS. Rows already written keep the price they were given.
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        pricing.forget()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        pricing.forget()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        pricing.forget()
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
@@ -355,6 +387,8 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "ttft_ms",
         "duration_ms",
         "total_tokens",
+        "cached_tokens",
+        "cost",
         "migrated_from",
         "migration_reason",
         "compaction",
@@ -378,6 +412,10 @@ class RequestLogAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     exclude = ["attempts"]
     readonly_fields = ["attempt_table"]
+
+    @admin.display(description="cost (USD)", ordering="cost_usd")
+    def cost(self, log):
+        return "unpriced" if log.cost_usd is None else f"{log.cost_usd:.6f}"
 
     @admin.display(description="attempts")
     def attempt_table(self, log):

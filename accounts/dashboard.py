@@ -1,13 +1,15 @@
-"""The operator dashboard in the admin: capacity per pool, quota bars, traffic charts (server-rendered SVG)."""
+"""The operator dashboard in the admin: capacity per pool, quota bars, traffic charts (server-rendered SVG), cost at
+API prices and prompt cache hit rates."""
 
 from datetime import timedelta
 
 from django.contrib import admin
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from . import pricing, usage
 from .models import Pool, RequestLog
 
 _CHART_WIDTH, _CHART_HEIGHT = 480, 120
@@ -37,8 +39,10 @@ def _series(since, trunc, step: timedelta, count: int, now) -> dict:
         for row in RequestLog.objects.filter(created_at__gte=since)
         .annotate(slot=trunc("created_at"))
         .values("slot")
-        .annotate(requests=Count("id"), tokens=Sum("total_tokens"))
+        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), cost=Sum("cost_usd"))
     }
+    for row in rows.values():
+        row["cost"] = round(float(row["cost"] or 0), 2)
     first = trunc_now = now.replace(minute=0, second=0, microsecond=0)
     if step >= timedelta(days=1):
         trunc_now = first.replace(hour=0)
@@ -46,9 +50,11 @@ def _series(since, trunc, step: timedelta, count: int, now) -> dict:
     return {
         "requests": _bars(rows, slots, "requests"),
         "tokens": _bars(rows, slots, "tokens"),
+        "cost": _bars(rows, slots, "cost"),
         # The totals of the bars shown: the query reaches back into the slot before the first one.
         "total_requests": sum(rows[s]["requests"] for s in slots if s in rows),
         "total_tokens": sum(rows[s]["tokens"] or 0 for s in slots if s in rows),
+        "total_cost": sum(rows[s]["cost"] for s in slots if s in rows),
     }
 
 
@@ -88,13 +94,65 @@ def _session_moves(since) -> list[dict]:
     )
 
 
+def _cost_and_cache(rows, today, *fields, limit: int | None = 20) -> list[dict]:
+    """Cost at API prices (today and over `rows`) and prompt cache hit rate per group of `fields`, costliest
+    first; shown as text, so that a model without a price reads "unpriced", never "$0.00"."""
+    found = (
+        rows.values(*fields)
+        .annotate(
+            **usage.COST_AND_CACHE,
+            cost_today=Sum("cost_usd", filter=Q(created_at__gte=today)),
+            unpriced_today=Count("id", filter=Q(created_at__gte=today, cost_usd__isnull=True)),
+        )
+        .order_by(F("cost").desc(nulls_last=True), "-requests")[:limit]
+    )
+    return [
+        {
+            **group,
+            "today": usage.usd(group["cost_today"], group["unpriced_today"]),
+            "month": usage.usd(group["cost"], group["unpriced_requests"]),
+            "cache_hit_rate": usage.percent(usage.cache_hit_rate(group["input_tokens"], group["cached_tokens"])),
+        }
+        for group in found
+    ]
+
+
+def _value(now) -> dict:
+    """This month's turns at API prices: the value of the pools, by pool, key, account and model."""
+    today, month = usage.day_start(now), usage.month_start(now)
+    rows = RequestLog.objects.filter(created_at__gte=month)
+    total = rows.aggregate(**usage.COST_AND_CACHE)
+    return {
+        "since": month,
+        "month": usage.usd(total["cost"], total["unpriced_requests"]),
+        "unpriced": total["unpriced_requests"],
+        "cache_hit_rate": usage.percent(usage.cache_hit_rate(total["input_tokens"], total["cached_tokens"])),
+        "pools": {group["pool_id"]: group for group in _cost_and_cache(rows, today, "pool_id", limit=None)},
+        "keys": _cost_and_cache(rows, today, "pool__name", "api_key__prefix", "api_key__name"),
+        "accounts": _cost_and_cache(rows, today, "account__label"),
+        "models": _cost_and_cache(rows, today, "model"),
+        "prices": pricing.load_table().in_force(now),
+    }
+
+
+def _sessions(pool: Pool, since) -> dict:
+    moves = usage.session_moves(since, pool=pool)
+    return {**moves, "moved_share": usage.percent(moves["moved_share"])}
+
+
 def dashboard(request):
     now = timezone.now()
     week = now - timedelta(days=7)
+    value = _value(now)
+    pools = [_pool_capacity(pool, now) for pool in Pool.objects.order_by("name")]
+    for cap in pools:
+        cap["value"] = value["pools"].get(cap["pool"].id)
+        cap["sessions"] = _sessions(cap["pool"], value["since"])
     context = {
         **admin.site.each_context(request),
         "title": "Pooler dashboard",
-        "pools": [_pool_capacity(pool, now) for pool in Pool.objects.order_by("name")],
+        "pools": pools,
+        "value": value,
         "day": _series(now - timedelta(hours=24), TruncHour, timedelta(hours=1), 24, now),
         "week": _series(week.replace(hour=0, minute=0, second=0, microsecond=0), TruncDay, timedelta(days=1), 7, now),
         "top_keys": RequestLog.objects.filter(created_at__gte=week, api_key__isnull=False)

@@ -326,6 +326,15 @@ class RequestLog(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    # Set once, when the row is written, at the price in force then: a later price does not rewrite it.
+    cost_usd = models.DecimalField(
+        "cost (USD)",
+        max_digits=20,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="What the turn would have cost at the API's list price when it ran; empty: its model had no price",
+    )
     client_ip = models.GenericIPAddressField(null=True, blank=True)
 
     class Meta:
@@ -334,6 +343,45 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.route} {self.status_code} {self.request_id}"
+
+
+class ModelPrice(models.Model):
+    """An operator's API list price for a model from a day on; wins over the shipped table
+    (accounts/data/model_prices.json) for the same model and day."""
+
+    model = models.CharField(max_length=100, help_text="The model slug, as clients send it (e.g. gpt-5.2).")
+    effective_from = models.DateField(help_text="In force from 00:00 UTC of this day until the model's next price.")
+    input_usd_per_million = models.DecimalField(
+        "input", max_digits=12, decimal_places=6, help_text="USD per 1M input tokens (those not served from the cache)"
+    )
+    cached_input_usd_per_million = models.DecimalField(
+        "cached input", max_digits=12, decimal_places=6, help_text="USD per 1M input tokens served from the cache"
+    )
+    output_usd_per_million = models.DecimalField(
+        "output", max_digits=12, decimal_places=6, help_text="USD per 1M output tokens (reasoning included)"
+    )
+    note = models.CharField(max_length=200, blank=True, help_text="Where the price comes from.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        unique_together = [("model", "effective_from")]
+        ordering = ["model", "-effective_from"]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from}"
+
+    def as_price(self):
+        from .pricing import Price
+
+        return Price(
+            model=self.model,
+            effective_from=self.effective_from,
+            input=self.input_usd_per_million,
+            cached_input=self.cached_input_usd_per_million,
+            output=self.output_usd_per_million,
+            source="admin",
+        )
 
 
 class AuditLog(models.Model):

@@ -3,11 +3,11 @@
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models.functions import TruncDay, TruncHour, TruncMonth
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts import audit
+from accounts import audit, usage
 from accounts.models import AccountStatus, AuditLog, Pool, PoolApiKey, PoolMembership, RequestLog, UpstreamAccount
 from proxy.limits import key_usage
 
@@ -235,7 +235,32 @@ def query_requests(
     return {"total": total, "offset": offset, "next_offset": offset + len(page) if more else None, "requests": page}
 
 
-_GROUPS = {"key": "api_key__prefix", "account": "account__label", "model": "model", "hour": "hour", "day": "day"}
+_GROUPS = {
+    "key": "api_key__prefix",
+    "account": "account__label",
+    "pool": "pool__name",
+    "model": "model",
+    "hour": "hour",
+    "day": "day",
+    "month": "month",
+}
+_TRUNCATE = {"hour": TruncHour, "day": TruncDay, "month": TruncMonth}
+_COUNTS = (
+    "requests",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "total_tokens",
+    "errors",
+    "compactions",
+    "moves",
+    "context_lost",
+    "unpriced_requests",
+)
+
+
+def _dollars(amount) -> float | None:
+    return None if amount is None else round(float(amount), 6)
 
 
 def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> dict:
@@ -243,17 +268,13 @@ def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> d
         raise InvalidInput(f"group_by must be one of {', '.join(_GROUPS)}")
     start = parse_time(since, "since") or timezone.now() - timedelta(days=1)
     rows = _requests_filtered(start.isoformat(), until, pool, None, None, None, None, None)
-    if group_by == "hour":
-        rows = rows.annotate(hour=TruncHour("created_at"))
-    elif group_by == "day":
-        rows = rows.annotate(day=TruncDay("created_at"))
+    if group_by in _TRUNCATE:
+        rows = rows.annotate(**{group_by: _TRUNCATE[group_by]("created_at")})
     field = _GROUPS[group_by]
-    groups = (
+    found = list(
         rows.values(field)
         .annotate(
-            requests=Count("id"),
-            input_tokens=Sum("input_tokens"),
-            cached_tokens=Sum("cached_tokens"),
+            **usage.COST_AND_CACHE,
             output_tokens=Sum("output_tokens"),
             total_tokens=Sum("total_tokens"),
             errors=Count("id", filter=Q(status_code__gte=400)),
@@ -263,28 +284,22 @@ def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> d
         )
         .order_by(field)
     )
+    priced = [g["cost"] for g in found if g["cost"] is not None]
     return {
         "group_by": group_by,
         "since": start.isoformat(),
+        # What the period's turns would have cost at API prices, and how many had no price (not counted in it).
+        "cost_usd": _dollars(sum(priced)) if priced else None,
+        "unpriced_requests": sum(g["unpriced_requests"] for g in found),
+        "sessions": usage.session_moves(start, parse_time(until, "until"), get_pool(pool) if pool else None),
         "groups": [
             {
                 "group": _iso(g[field]) if isinstance(g[field], datetime) else g[field],
-                **{
-                    k: g[k] or 0
-                    for k in (
-                        "requests",
-                        "input_tokens",
-                        "cached_tokens",
-                        "output_tokens",
-                        "total_tokens",
-                        "errors",
-                        "compactions",
-                        "moves",
-                        "context_lost",
-                    )
-                },
+                **{k: g[k] or 0 for k in _COUNTS},
+                "cost_usd": _dollars(g["cost"]),
+                "cache_hit_rate": usage.cache_hit_rate(g["input_tokens"], g["cached_tokens"]),
             }
-            for g in groups
+            for g in found
         ],
     }
 

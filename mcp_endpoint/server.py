@@ -117,18 +117,25 @@ async def query_requests(
 
 
 @server.tool(
-    description="Requests, tokens, compactions and session moves (and moves that lost a compacted history) "
-    "grouped by key, account, model, hour or day (default: last 24 h)."
+    description="Requests, tokens, API-equivalent cost (cost_usd at the list price in force when each turn ran; "
+    "null when unpriced, with unpriced_requests counting turns whose model has no price), prompt cache hit rate "
+    "(cached / input tokens), compactions and session moves, grouped by key, account, pool, model, hour, day or "
+    "month (default: last 24 h); `sessions` tells how many sessions of the period touched more than one account."
 )
 async def usage_summary(
-    group_by: Literal["key", "account", "model", "hour", "day"] = "key",
+    group_by: Literal["key", "account", "pool", "model", "hour", "day", "month"] = "key",
     since: str | None = None,
     until: str | None = None,
     pool: str | None = None,
 ) -> CallToolResult:
     summary = await _query(queries.usage_summary, group_by, since, until, pool)
     total = sum(g["total_tokens"] for g in summary["groups"])
-    return _result(summary, f"{len(summary['groups'])} group(s) by {group_by}, {total} tokens in all")
+    cost = "no priced turn" if summary["cost_usd"] is None else f"${summary['cost_usd']:,.2f} at API prices"
+    return _result(
+        summary,
+        f"{len(summary['groups'])} group(s) by {group_by}, {total} tokens in all, {cost}, "
+        f"{summary['unpriced_requests']} unpriced request(s)",
+    )
 
 
 @server.tool(description="The latest audit log entries: who changed what, by admin, manage.py, MCP or the worker.")

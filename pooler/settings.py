@@ -163,6 +163,8 @@ POOLER_ACCOUNTING_BUFFER = env.int("POOLER_ACCOUNTING_BUFFER", default=10000)
 POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
 # How long a process reuses a pool's account ordering (chosen accounts are always re-read fresh).
 POOLER_ROUTING_CACHE_SECONDS = env.float("POOLER_ROUTING_CACHE_SECONDS", default=2.0)
+# How long a process reuses the model price table (accounts/pricing.py) before reading the admin's prices again.
+POOLER_PRICES_CACHE_SECONDS = env.float("POOLER_PRICES_CACHE_SECONDS", default=60.0)
 # How long the merged model list of a pool is cached, in seconds.
 POOLER_MODELS_CACHE_SECONDS = env.int("POOLER_MODELS_CACHE_SECONDS", default=60)
 # RequestLog rows older than this many days are pruned by the worker.

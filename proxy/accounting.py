@@ -12,6 +12,7 @@ from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
+from accounts import pricing
 from accounts.models import AccountStatus, PoolApiKey, RequestLog, UpstreamAccount
 
 from . import limits, metrics, quota, routing
@@ -184,6 +185,11 @@ def _write(turn: Turn) -> None:
     if key is not None and (key.last_used_at is None or now - key.last_used_at >= _KEY_LAST_USED_RESOLUTION):
         PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+    counts = usage_counts(turn.usage)
+    # At the price in force when the turn ran (a turn written late, after an outage, included).
+    cost = pricing.table().cost(
+        turn.model, now, counts["input_tokens"], counts["cached_tokens"], counts["output_tokens"]
+    )
     # Last: the row is what tells a reader (a test, an operator) that everything of the turn is written.
     RequestLog.objects.create(
         created_at=now,
@@ -208,8 +214,10 @@ def _write(turn: Turn) -> None:
         ttft_ms=ttft_ms,
         duration_ms=duration_ms,
         client_ip=turn.client_ip,
-        **usage_counts(turn.usage),
+        cost_usd=cost,
+        **counts,
     )
+    metrics.observe_usage(key.pool.name if key else "", turn.model[:100], counts, cost)
     log.info(
         "turn",
         extra={

@@ -35,6 +35,12 @@ CONTEXT_LOST = Counter(
     "Turns that reached an account without the session's compacted history (sealed to another account)",
     ["pool"],
 )
+# The API-equivalent cost of the turns served (accounts/pricing.py), and the turns whose model has no price.
+COST_USD = Counter("pooler_cost_usd", "What the turns would have cost at API list prices, USD", ["pool", "model"])
+UNPRICED_TURNS = Counter("pooler_unpriced_turns", "Turns that used tokens of a model without a price", ["model"])
+# The prompt cache hit rate of a pool is the ratio of these two (cached tokens are part of the input tokens).
+INPUT_TOKENS = Counter("pooler_input_tokens", "Input tokens of the turns, cached ones included", ["pool"])
+CACHED_INPUT_TOKENS = Counter("pooler_cached_input_tokens", "Input tokens served from the prompt cache", ["pool"])
 ACCOUNTING_PENDING = Gauge(
     "pooler_accounting_pending", "Served turns whose rows wait for the database to be reachable again"
 )
@@ -122,6 +128,18 @@ def observe_turn(turn) -> None:
         COMPACTIONS.labels(pool).inc()
     if turn.context_lost and turn.first_byte_at and not turn.is_prewarm:  # a prewarm's move shows on its turn
         CONTEXT_LOST.labels(pool).inc()
+
+
+def observe_usage(pool: str, model: str, counts: dict, cost) -> None:
+    """Count a written turn's tokens and cost (None: unpriced). Only turns that used tokens make series, so
+    the model label holds models the backend served, never whatever a refused request named."""
+    if counts["input_tokens"]:
+        INPUT_TOKENS.labels(pool).inc(counts["input_tokens"])
+        CACHED_INPUT_TOKENS.labels(pool).inc(counts["cached_tokens"])
+    if cost is None:
+        UNPRICED_TURNS.labels(model).inc()
+    elif cost > 0:
+        COST_USD.labels(pool, model).inc(float(cost))
 
 
 def _allowed(request) -> bool:

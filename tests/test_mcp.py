@@ -133,6 +133,9 @@ def test_read_tools_answer_with_structured_metadata(pooler, seeded):
             "compactions": 0,
             "moves": 0,
             "context_lost": 0,
+            "unpriced_requests": 3,  # rows written here, not by a turn: no cost was set
+            "cost_usd": None,
+            "cache_hit_rate": 0.0,
         }
     ]
     assert results[9].structured_content["items"][0]["action"] == "create_pool"

@@ -1,0 +1,59 @@
+"""What the turns cost and how well the prompt cache served them, as the dashboard, `pooler_status` and the MCP
+`usage_summary` show it: aggregates over RequestLog rows and session pins."""
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Count, Q, Sum
+
+from .models import Pool, SessionAffinity
+
+# Summed over RequestLog rows. `cost` sums the priced rows' cost_usd only; `unpriced_requests` says how many used
+# tokens of a model without a price, so a partial sum is never taken for the whole.
+COST_AND_CACHE = {
+    "requests": Count("id"),
+    "input_tokens": Sum("input_tokens"),
+    "cached_tokens": Sum("cached_tokens"),
+    "cost": Sum("cost_usd"),
+    "unpriced_requests": Count("id", filter=Q(cost_usd__isnull=True)),
+}
+
+
+def cache_hit_rate(input_tokens: int | None, cached_tokens: int | None) -> float | None:
+    """The share of input tokens the prompt cache served (None without input tokens)."""
+    return round((cached_tokens or 0) / input_tokens, 4) if input_tokens else None
+
+
+def percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def usd(amount: Decimal | None, unpriced: int = 0) -> str:
+    """A cost for people: `unpriced` when nothing of it had a price (never $0.00), and a note when part had none."""
+    if amount is None:
+        return "unpriced" if unpriced else "-"
+    shown = f"${amount:,.2f}" if amount >= Decimal("0.01") or amount == 0 else "<$0.01"
+    return f"{shown} + {unpriced} unpriced" if unpriced else shown
+
+
+def day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_start(now: datetime) -> datetime:
+    return day_start(now).replace(day=1)
+
+
+def session_moves(since: datetime, until: datetime | None = None, pool: Pool | None = None) -> dict:
+    """Sessions seen in the period and how many of them touched more than one account.
+
+    A session's pin lives while it is used (renewed up to the pool's sticky TTL ahead) and the worker deletes
+    it once expired: "seen" means pinned at some time in the period, among the pins still kept.
+    """
+    pins = SessionAffinity.objects.filter(expires_at__gt=since)
+    if until is not None:
+        pins = pins.filter(created_at__lt=until)
+    if pool is not None:
+        pins = pins.filter(pool=pool)
+    counts = pins.aggregate(seen=Count("id"), moved=Count("id", filter=Q(moves__gt=0)))
+    return {**counts, "moved_share": round(counts["moved"] / counts["seen"], 4) if counts["seen"] else None}
