@@ -21,6 +21,10 @@ from .models import (
     SessionAffinity,
     UpstreamAccount,
 )
+from .probe import send_test_turn
+from .quota_poll import poll_quota
+from .tokens import try_refresh
+from .usage import key_usage
 
 # Message level of an action's verdict, by its first word ("ok" and reports of numbers are successes).
 _LEVELS = {"failed": messages.ERROR, "HTTP": messages.ERROR, "incomplete": messages.ERROR, "skipped": messages.WARNING}
@@ -213,7 +217,6 @@ class UpstreamAccountAdmin(AuditedAdmin):
 
     @admin.action(description="Refresh access token now")
     def refresh_tokens(self, request, queryset):
-        from proxy.tokens import try_refresh
 
         def refresh(account):
             account, exchanged = try_refresh(account.pk, actor=actor_of(request), force=True)
@@ -223,7 +226,6 @@ class UpstreamAccountAdmin(AuditedAdmin):
 
     @admin.action(description="Poll quota now")
     def poll_quotas(self, request, queryset):
-        from proxy.quota_poll import poll_quota
 
         def poll(account):
             fields = poll_quota(account)
@@ -236,7 +238,6 @@ class UpstreamAccountAdmin(AuditedAdmin):
 
     @admin.action(description="Send a test turn")
     def send_test_turns(self, request, queryset):
-        from proxy.probe import send_test_turn
 
         self._run_each(request, queryset, "test_turn", lambda account: send_test_turn(account, actor_of(request)))
 
@@ -300,7 +301,6 @@ class PoolApiKeyAdmin(SecretIssuingAdmin):
     @admin.display(description="usage now / limit")
     def usage(self, key):
         """Current usage against the key's limits (its own or its pool's defaults)."""
-        from proxy.limits import key_usage
 
         if not key.pk:
             return "-"

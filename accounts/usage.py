@@ -1,12 +1,33 @@
-"""What the turns cost and how well the prompt cache served them, as the dashboard, `pooler_status` and the MCP
-`usage_summary` show it: aggregates over RequestLog rows and session pins."""
+"""What keys and turns use, cost and save, as the admin, the dashboard, `pooler_status` and MCP show it: a key's
+usage against its limits, and aggregates over RequestLog rows and session pins (cost, prompt-cache hit rate)."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
+from django.utils import timezone
 
-from .models import Pool, SessionAffinity
+from .models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog, SessionAffinity
+
+# A key's limits count requests over the last minute and tokens since the start of its day (UTC).
+WINDOW = timedelta(minutes=1)
+
+
+def key_usage(key: PoolApiKey, now: datetime | None = None) -> dict:
+    """Current usage of a key against its limits (admin, MCP)."""
+    now = now or timezone.now()
+    return {
+        "requests_last_minute": Admission.objects.filter(api_key=key, at__gt=now - WINDOW).count(),
+        "tokens_today": RequestLog.objects.filter(api_key=key, created_at__gte=day_start(now)).aggregate(
+            n=Sum("total_tokens")
+        )["n"]
+        or 0,
+        "open_streams": ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count(),
+        "rpm": key.limit("rpm"),
+        "tokens_per_day": key.limit("tokens_per_day"),
+        "max_concurrent": key.limit("max_concurrent"),
+    }
+
 
 # Summed over RequestLog rows. `cost` sums the priced rows' cost_usd only; `unpriced_requests` says how many used
 # tokens of a model without a price, so a partial sum is never taken for the whole.

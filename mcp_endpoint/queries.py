@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts import audit, usage
 from accounts.models import AccountStatus, AuditLog, Pool, PoolApiKey, PoolMembership, RequestLog, UpstreamAccount
-from proxy.limits import key_usage
+from accounts.usage import key_usage
 
 
 class InvalidInput(ValueError):

@@ -12,10 +12,10 @@ from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
-from accounts import pricing
+from accounts import pricing, quota
 from accounts.models import AccountStatus, PoolApiKey, RequestLog, UpstreamAccount
 
-from . import limits, metrics, quota, routing
+from . import limits, metrics, routing
 from .dbthread import DATABASE_DOWN, on_db_thread
 from .sse import usage_counts
 from .upstream import UpstreamFailure

@@ -19,11 +19,13 @@ _NOT_FOR_A_TURN = ("stream", "store", "background", "previous_response_id")
 
 def trigger_turn(body: dict) -> dict:
     """The `/responses` turn that compacts `body`'s input."""
-    items = body.get("input")
+    items = body.get("input") or []
     if isinstance(items, str):
         items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": items}]}]
+    if not isinstance(items, list):
+        raise PoolerError("`input` must be a string or a list of items.", code="invalid_type", param="input")
     turn = {k: v for k, v in body.items() if k not in _NOT_FOR_A_TURN}
-    turn.update(input=[*(items or []), {"type": COMPACTION_TRIGGER}], stream=True, store=False)
+    turn.update(input=[*items, {"type": COMPACTION_TRIGGER}], stream=True, store=False)
     return turn
 
 

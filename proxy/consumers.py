@@ -20,15 +20,16 @@ from django.conf import settings
 from django.utils import timezone
 from websockets.protocol import State
 
+from accounts.quota import from_headers, from_usage_payload
+from accounts.tokens import RefreshFailed, refresh_account_async
+
 from . import db, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish
 from .auth import authenticate
 from .body import require_model
 from .dbthread import DATABASE_DOWN, note_outage
 from .errors import DatabaseUnavailable, PoolerError, UpstreamUnavailable
-from .quota import from_headers, from_usage_payload
 from .sse import WATCHED_IN_FRAMES, observe_event
-from .tokens import RefreshFailed, refresh_account_async
 from .turns import begin, check_model, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure
 from .upstream import UpstreamFailure, client_headers, failure_from_response, upstream_headers
 

@@ -1,30 +1,26 @@
 """Key and pool limits, enforced atomically in the database so N processes act as one."""
 
 import math
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Func, Min, OuterRef, Subquery, Sum
+from django.db.models import F, Func, Min, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog, UpstreamAccount
+from accounts.usage import WINDOW, day_start
 
 from .errors import RateLimited
 
 # A slot whose process died stops counting after this long (streams are rarely longer).
 SLOT_LIFETIME = timedelta(hours=2)
-WINDOW = timedelta(minutes=1)
 
 
 def _rpm_wait(filter_kwargs: dict, now: datetime) -> float:
     """Seconds until a full requests-per-minute window has room again (its oldest admission leaves it)."""
     oldest = Admission.objects.filter(at__gt=now - WINDOW, **filter_kwargs).aggregate(oldest=Min("at"))["oldest"]
     return (oldest + WINDOW - now).total_seconds() if oldest else 1.0
-
-
-def _day_start(now: datetime) -> datetime:
-    return datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
 
 
 def _aggregate(queryset, function: str, field: str = "pk"):
@@ -71,7 +67,7 @@ def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, coun
         if pool.rpm_limit:
             counts["pool_recent"] = _aggregate(Admission.objects.filter(pool=pool, at__gt=now - WINDOW), "COUNT")
         if tokens_per_day:
-            today = RequestLog.objects.filter(api_key=OuterRef("pk"), created_at__gte=_day_start(now))
+            today = RequestLog.objects.filter(api_key=OuterRef("pk"), created_at__gte=day_start(now))
             counts["spent"] = _aggregate(today, "SUM", "total_tokens")
         if max_concurrent:
             open_slots = ConcurrencySlot.objects.filter(api_key=OuterRef("pk"), expires_at__gt=now)
@@ -83,7 +79,7 @@ def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, coun
             wait = _rpm_wait({"pool": pool}, now)
             raise _refuse("pool_rpm_limit", f"{pool.rpm_limit} requests per minute for this pool", wait)
         if tokens_per_day and row["spent"] >= tokens_per_day:
-            wait = (_day_start(now) + timedelta(days=1) - now).total_seconds()
+            wait = (day_start(now) + timedelta(days=1) - now).total_seconds()
             raise _refuse("key_tokens_per_day_limit", f"{tokens_per_day} tokens per day for this key", wait)
         if counted and (rpm or pool.rpm_limit):
             Admission.objects.create(pool=pool, api_key=key, at=now)
@@ -120,20 +116,3 @@ def claim_account(
 def release(slot_id: int | None) -> None:
     if slot_id:
         ConcurrencySlot.objects.filter(pk=slot_id).delete()
-
-
-def key_usage(key: PoolApiKey, now: datetime | None = None) -> dict:
-    """Current usage of a key against its limits (admin, MCP)."""
-    now = now or timezone.now()
-    day_start = _day_start(now)
-    return {
-        "requests_last_minute": Admission.objects.filter(api_key=key, at__gt=now - WINDOW).count(),
-        "tokens_today": RequestLog.objects.filter(api_key=key, created_at__gte=day_start).aggregate(
-            n=Sum("total_tokens")
-        )["n"]
-        or 0,
-        "open_streams": ConcurrencySlot.objects.filter(api_key=key, expires_at__gt=now).count(),
-        "rpm": key.limit("rpm"),
-        "tokens_per_day": key.limit("tokens_per_day"),
-        "max_concurrent": key.limit("max_concurrent"),
-    }

@@ -49,7 +49,6 @@ ACCOUNTING_DROPPED = Counter(
 )
 OPEN_STREAMS = Gauge("pooler_open_streams", "SSE streams being relayed now")
 OPEN_WEBSOCKETS = Gauge("pooler_open_websockets", "Client websockets open now")
-TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])
 MCP_CALLS = Counter("pooler_mcp_calls", "MCP JSON-RPC calls by method and tool", ["method", "tool"])
 DB_QUERIES = Counter("pooler_db_queries", "Database statements executed by this process")
 UPSTREAM_CONNECTIONS = Counter(

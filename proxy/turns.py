@@ -13,6 +13,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from accounts.models import PoolApiKey, UpstreamAccount
+from accounts.tokens import RefreshFailed, refresh_account_async
 
 from . import db, limits, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish, observe_quota
@@ -29,7 +30,6 @@ from .errors import (
     error_response,
 )
 from .sse import SseWatcher
-from .tokens import RefreshFailed, refresh_account_async
 from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
 from .upstream import close as close_upstream  # `close` alone would read as closing the turn
 

@@ -4,11 +4,12 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import AccountStatus, RequestLog
+from accounts.tokens import RefreshFailed
+from accounts.usage import key_usage
 from proxy.accounting import mark_failure
 from proxy.errors import RateLimited
-from proxy.limits import admit, claim_account, key_usage, release
+from proxy.limits import admit, claim_account, release
 from proxy.routing import plan_turn
-from proxy.tokens import RefreshFailed
 from proxy.turns import refresh_failure
 from tests.factories import make_account, make_key, make_pool
 

@@ -10,9 +10,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from accounts import quota_poll
 from accounts.models import Admission, ConcurrencySlot, RequestLog, SessionAffinity, UpstreamAccount
-from proxy import quota_poll
-from proxy.tokens import RefreshFailed, try_refresh
+from accounts.tokens import RefreshFailed, try_refresh
 
 from ._base import BaseCommand, CommandError
 

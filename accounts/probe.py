@@ -1,13 +1,10 @@
 """A test turn on one account, from the admin: does it answer right now?"""
 
-import json
-
 import httpx
 from django.utils import timezone
+from httpx_sse import SSEError, connect_sse
 
-from accounts.models import UpstreamAccount
-
-from .sse import SseWatcher
+from .models import UpstreamAccount
 from .tokens import refresh_account
 
 _PROBE_MODEL = "gpt-5.1-codex-mini"  # small and cheap: a probe should not eat quota
@@ -42,15 +39,30 @@ def send_test_turn(account: UpstreamAccount, actor: str = "pooler") -> str:
         "accept": "text/event-stream",
         "originator": "codex_pooler",
     }
-    watcher = SseWatcher()
+    last = None
     try:
-        with httpx.stream(
-            "POST", account.upstream_base_url + "/responses", content=json.dumps(body), headers=headers, timeout=60
-        ) as response:
-            if response.status_code != 200:
-                return f"HTTP {response.status_code}"
-            for chunk in response.iter_raw():
-                watcher.feed(chunk)
-    except httpx.HTTPError as exc:
+        with (
+            httpx.Client(timeout=60) as client,
+            connect_sse(client, "POST", account.upstream_base_url + "/responses", json=body, headers=headers) as events,
+        ):
+            if events.response.status_code != 200:
+                return f"HTTP {events.response.status_code}"
+            for event in events.iter_sse():
+                last = event
+    except (httpx.HTTPError, SSEError) as exc:
         return f"failed: {type(exc).__name__}"
-    return "ok" if watcher.terminal == "response.completed" else f"incomplete: {watcher.error_code or 'cut'}"
+    if last is not None and last.event == "response.completed":
+        return "ok"
+    return f"incomplete: {_error_code(last) if last is not None else 'cut'}"
+
+
+def _error_code(event) -> str:
+    """The code of a turn that ended without completing (`response.failed`, an `error` event), or "cut"."""
+    try:
+        data = event.json()
+    except ValueError:
+        return "cut"
+    if not isinstance(data, dict):
+        return "cut"
+    error = (data.get("response") or {}).get("error") or data.get("error")
+    return str(error.get("code") or error.get("type") or "error") if isinstance(error, dict) else "cut"

@@ -7,8 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import UpstreamAccount
-
+from .models import UpstreamAccount
 from .quota import from_usage_payload
 
 

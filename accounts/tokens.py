@@ -8,11 +8,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
+from prometheus_client import Counter
 
-from accounts import audit, jwt_claims
-from accounts.models import AccountStatus, UpstreamAccount
+from . import audit, jwt_claims
+from .models import AccountStatus, UpstreamAccount
 
-from . import metrics
+# Counted where refreshes happen: in the web processes (a turn's token about to expire) and the worker.
+TOKEN_REFRESHES = Counter("pooler_token_refreshes", "Access token refreshes", ["result"])
 
 log = logging.getLogger("pooler.tokens")
 
@@ -116,11 +118,11 @@ def try_refresh(
                     "updated_at",
                 ]
             )
-            metrics.TOKEN_REFRESHES.labels("ok").inc()
+            TOKEN_REFRESHES.labels("ok").inc()
             log.info("refreshed token of account %s", account.label)
             return account, True
     except RefreshFailed as failure:
-        metrics.TOKEN_REFRESHES.labels("dead" if failure.dead else "failed").inc()
+        TOKEN_REFRESHES.labels("dead" if failure.dead else "failed").inc()
         if failure.dead:
             _mark_reauth_required(account_id, failure.reason, actor)
         raise
