@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 4000
 CODEX_VERSION := 0.169.0
 
-.PHONY: run test test-fast lint demo bench profile soak codex-cli chromium clean
+.PHONY: run test test-fast lint demo bench profile soak codex-cli chromium clients clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(VENV)/.installed: requirements.txt
 	npm install --silent --no-audit --no-fund --prefix .cache/codex @openai/codex@$(CODEX_VERSION)
 
 codex-cli: .cache/codex/node_modules/.bin/codex
+
+# The clients of docs/clients/ (llm, Aider, the AI SDK, OpenCode, Continue) under .cache/clients; the tests
+# install them on first use, this does it ahead of time.
+clients: $(VENV)/.installed
+	$(PY) -m tests.support.clients
 
 # Debian's Chromium for the admin browser test (skipped when it cannot be installed).
 chromium:
@@ -39,7 +44,7 @@ test: $(VENV)/.installed codex-cli chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not codex_cli and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not codex_cli and not browser and not clients" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,94 @@
+"""The coding agents and libraries of docs/clients/, installed from their registries, through the pooler to the
+simulator, each with the config its page shows (read from the page)."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from accounts.models import RequestLog
+from tests.factories import make_account, make_key, make_pool
+from tests.support.clients import AI_SDK, LLM, documented, install
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.clients]
+
+
+@pytest.fixture
+def pool_key(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    return make_key(pool)
+
+
+def client_env(home: Path, **extra) -> dict:
+    """A clean environment: a home of its own (no user config), no OpenAI settings of the machine's."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    return {**env, "HOME": str(home), "NO_COLOR": "1", **extra}
+
+
+def run(args: list, env: dict, cwd: Path | None = None, timeout: float = 60) -> str:
+    with open(os.devnull, "rb") as stdin:
+        done = subprocess.run(
+            [str(a) for a in args], env=env, cwd=cwd, stdin=stdin, capture_output=True, text=True, timeout=timeout
+        )
+    assert done.returncode == 0, f"{args[0]} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def turns_of(key_row, count: int, timeout: float = 5) -> list[RequestLog]:
+    """The key's request log rows, oldest first, once `count` are written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = list(RequestLog.objects.filter(api_key=key_row).order_by("created_at"))
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"{count} RequestLog rows expected")
+
+
+def test_llm_prompts_streamed_and_not(pooler, pool_key, tmp_path):
+    llm = install(LLM).binary
+    key_row, key = pool_key
+    user_path = tmp_path / "llm"
+    user_path.mkdir()
+    (user_path / "extra-openai-models.yaml").write_text(documented("llm", "extra-openai-models.yaml", pooler.url))
+    # As the page says: the key for one command, never stored in keys.json.
+    env = client_env(tmp_path / "home", LLM_USER_PATH=str(user_path))
+    with_key = {**env, "OPENAI_API_KEY": key}
+    assert run([llm, "-m", "pooler-gpt-5.2", "-s", "be brief", "streamed hello"], with_key) == "echo: streamed hello\n"
+    assert run([llm, "-m", "pooler-gpt-5.2", "--no-stream", "plain hello"], with_key) == "echo: plain hello\n"
+    responses = run([llm, "-m", "pooler-gpt-5.2-responses", "--key", key, "on responses"], env)
+    assert responses == "echo: on responses\n"
+    assert not (user_path / "keys.json").exists()
+    rows = turns_of(key_row, 3)
+    assert [(r.route, r.is_stream) for r in rows] == [
+        ("v1.chat.completions", True),
+        ("v1.chat.completions", False),
+        ("v1.responses", True),
+    ]
+    assert all(r.outcome == "ok" and r.model == "gpt-5.2" and r.total_tokens > 0 for r in rows)
+
+
+def test_vercel_ai_sdk_on_both_routes(pooler, pool_key, tmp_path):
+    sdk = install(AI_SDK)
+    key_row, key = pool_key
+    # ES modules resolve packages from the script's directory up, never from NODE_PATH.
+    (tmp_path / "node_modules").symlink_to(sdk.prefix / "node_modules")
+    (tmp_path / "pooler.mjs").write_text(documented("vercel-ai-sdk", "pooler.mjs", pooler.url))
+    out = run(["node", "pooler.mjs"], client_env(tmp_path / "home", CODEX_POOLER_API_KEY=key), cwd=tmp_path)
+    assert out.splitlines() == [
+        f"echo: hello from {call} on {route}"
+        for route in ("chat completions", "responses")
+        for call in ("generateText", "streamText")
+    ]
+    rows = turns_of(key_row, 4)
+    assert [(r.route, r.is_stream) for r in rows] == [
+        ("v1.chat.completions", False),
+        ("v1.chat.completions", True),
+        ("v1.responses", False),
+        ("v1.responses", True),
+    ]
+    assert all(r.outcome == "ok" and r.total_tokens > 0 for r in rows)
