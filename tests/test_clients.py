@@ -1,6 +1,7 @@
 """The coding agents and libraries of docs/clients/, installed from their registries, through the pooler to the
 simulator, each with the config its page shows (read from the page)."""
 
+import json
 import os
 import subprocess
 import time
@@ -10,16 +11,17 @@ import pytest
 
 from accounts.models import RequestLog
 from tests.factories import make_account, make_key, make_pool
-from tests.support.clients import AI_SDK, LLM, documented, install
+from tests.support.clients import AI_SDK, LLM, OPENCODE, documented, install
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.clients]
 
 
 @pytest.fixture
 def pool_key(pooler, simulator):
+    """A key of a fresh pool of one simulated account: (key row, raw key, the account)."""
     pool = make_pool()
-    make_account(pool, simulator)
-    return make_key(pool)
+    account = make_account(pool, simulator)
+    return (*make_key(pool), account)
 
 
 def client_env(home: Path, **extra) -> dict:
@@ -30,6 +32,8 @@ def client_env(home: Path, **extra) -> dict:
 
 
 def run(args: list, env: dict, cwd: Path | None = None, timeout: float = 60) -> str:
+    if cwd is not None:
+        env = {**env, "PWD": str(cwd)}  # OpenCode takes its project from $PWD, as a shell sets it
     with open(os.devnull, "rb") as stdin:
         done = subprocess.run(
             [str(a) for a in args], env=env, cwd=cwd, stdin=stdin, capture_output=True, text=True, timeout=timeout
@@ -51,7 +55,7 @@ def turns_of(key_row, count: int, timeout: float = 5) -> list[RequestLog]:
 
 def test_llm_prompts_streamed_and_not(pooler, pool_key, tmp_path):
     llm = install(LLM).binary
-    key_row, key = pool_key
+    key_row, key, _ = pool_key
     user_path = tmp_path / "llm"
     user_path.mkdir()
     (user_path / "extra-openai-models.yaml").write_text(documented("llm", "extra-openai-models.yaml", pooler.url))
@@ -74,7 +78,7 @@ def test_llm_prompts_streamed_and_not(pooler, pool_key, tmp_path):
 
 def test_vercel_ai_sdk_on_both_routes(pooler, pool_key, tmp_path):
     sdk = install(AI_SDK)
-    key_row, key = pool_key
+    key_row, key, _ = pool_key
     # ES modules resolve packages from the script's directory up, never from NODE_PATH.
     (tmp_path / "node_modules").symlink_to(sdk.prefix / "node_modules")
     (tmp_path / "pooler.mjs").write_text(documented("vercel-ai-sdk", "pooler.mjs", pooler.url))
@@ -92,3 +96,34 @@ def test_vercel_ai_sdk_on_both_routes(pooler, pool_key, tmp_path):
         ("v1.responses", True),
     ]
     assert all(r.outcome == "ok" and r.total_tokens > 0 for r in rows)
+
+
+def test_opencode_run_on_both_routes(pooler, simulator, pool_key, tmp_path):
+    opencode = install(OPENCODE).binary
+    key_row, key, account = pool_key
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "opencode.json").write_text(documented("opencode", "opencode.json", pooler.url))
+    home = tmp_path / "home"
+    # Offline: no models.dev catalogue (custom providers need none), no self-update.
+    env = client_env(
+        home,
+        CODEX_POOLER_API_KEY=key,
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_STATE_HOME=str(home / ".local" / "state"),
+        OPENCODE_DISABLE_MODELS_FETCH="1",
+        OPENCODE_DISABLE_AUTOUPDATE="1",
+    )
+    for model, prompt in (("codex-pooler/gpt-5.2", "hello"), ("codex-pooler-responses/gpt-5.2", "again")):
+        events = run([opencode, "run", "-m", model, "--format", "json", prompt], env, cwd=project)
+        texts = [e["part"]["text"] for e in map(json.loads, events.splitlines()) if e.get("type") == "text"]
+        assert texts == [f"echo: {prompt}"]
+    rows = turns_of(key_row, 4)  # each run asks for a session title first
+    assert [r.route for r in rows] == ["v1.chat.completions"] * 2 + ["v1.responses"] * 2
+    assert all(r.is_stream and r.outcome == "ok" and r.model == "gpt-5.2" for r in rows)
+    # The agent's own turns carry its system prompt and its tools.
+    agent_turns = [t for t in simulator.requests(kind="turn", account_id=account.chatgpt_account_id) if t["tool_names"]]
+    assert len(agent_turns) == 2 and all({"apply_patch", "bash", "read"} <= set(t["tool_names"]) for t in agent_turns)
+    assert all(t["input_types"][0] == "message:developer" for t in agent_turns)
