@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from . import audit, pricing
+from . import audit, keys, pricing
 from .importing import ImportError_, parse_auth_json, store_account
 from .models import (
     AccountStatus,
@@ -255,6 +255,9 @@ class SecretIssuingAdmin(AuditedAdmin):
             request.issued_secret = raw
 
     def response_add(self, request, obj, post_url_continue=None):
+        return self.show_secret(request, obj, request.issued_secret)
+
+    def show_secret(self, request, obj, raw: str) -> TemplateResponse:
         # Rendered into this one response, not sent as a message: messages travel in a cookie or the session table.
         return TemplateResponse(
             request,
@@ -264,7 +267,7 @@ class SecretIssuingAdmin(AuditedAdmin):
                 "title": f"New {self.opts.verbose_name}",
                 "opts": self.opts,
                 "object": obj,
-                "raw": request.issued_secret,
+                "raw": raw,
             },
         )
 
@@ -277,26 +280,77 @@ class SecretIssuingAdmin(AuditedAdmin):
         self.message_user(request, "revoked")
 
 
+# The admin's rotation: the old secret keeps working this long, for clients to take the new one.
+_ADMIN_ROTATION_GRACE = 3600
+
+
 @admin.register(PoolApiKey)
 class PoolApiKeyAdmin(SecretIssuingAdmin):
-    list_display = ["prefix", "name", "pool", "usage", "expires_at", "revoked_at", "last_used_at"]
+    list_display = ["prefix", "name", "pool", "usage", "expires_at", "paused_at", "revoked_at", "last_used_at"]
     list_filter = ["pool"]
     search_fields = ["name", "prefix"]
-    fields = [
-        "pool",
-        "name",
-        "prefix",
-        "usage",
-        "rpm",
-        "tokens_per_day",
-        "max_concurrent",
-        "allowed_models",
-        "expires_at",
-        "revoked_at",
-        "created_at",
-        "last_used_at",
+    fieldsets = [
+        (None, {"fields": ["pool", "name", "prefix", "usage", "rpm", "tokens_per_day", "max_concurrent"]}),
+        (
+            "Life of the key",
+            {
+                "fields": [
+                    "expires_at",
+                    "paused_at",
+                    "revoked_at",
+                    "rotated_at",
+                    "previous_secret_expires_at",
+                    "created_at",
+                    "last_used_at",
+                ]
+            },
+        ),
+        (
+            "What it may ask for",
+            {
+                "fields": [
+                    "allowed_models",
+                    "forced_model",
+                    "max_reasoning_effort",
+                    "reasoning_effort_over_cap",
+                    "forced_service_tier",
+                    "allowed_service_tiers",
+                    "max_input_tokens",
+                    "max_output_tokens",
+                ]
+            },
+        ),
+        ("Budgets", {"fields": ["budgets"]}),
     ]
-    readonly_fields = SecretIssuingAdmin.readonly_fields + ["usage"]
+    readonly_fields = SecretIssuingAdmin.readonly_fields + ["usage", "rotated_at", "previous_secret_expires_at"]
+    actions = ["revoke", "pause_keys", "resume_keys", "rotate_with_grace", "rotate_now"]
+
+    @admin.action(description="Pause selected keys (refused with 403 until resumed)")
+    def pause_keys(self, request, queryset):
+        for key in queryset:
+            keys.pause(key, actor_of(request))
+        self.message_user(request, "paused")
+
+    @admin.action(description="Resume selected keys")
+    def resume_keys(self, request, queryset):
+        for key in queryset:
+            keys.resume(key, actor_of(request))
+        self.message_user(request, "resumed")
+
+    def _rotate(self, request, queryset, grace: int):
+        if queryset.count() != 1:
+            self.message_user(request, "Select one key to rotate: its new secret is shown once.", messages.WARNING)
+            return None
+        key = queryset.get()
+        return self.show_secret(request, key, keys.rotate(key, actor_of(request), grace))
+
+    @admin.action(description="Rotate the selected key (the old secret works one more hour)")
+    def rotate_with_grace(self, request, queryset):
+        return self._rotate(request, queryset, _ADMIN_ROTATION_GRACE)
+
+    @admin.action(description="Rotate the selected key now (the old secret stops at once)")
+    def rotate_now(self, request, queryset):
+        return self._rotate(request, queryset, 0)
 
     @admin.display(description="usage now / limit")
     def usage(self, key):

@@ -5,7 +5,7 @@ from django.db import models as db_models
 from .models import AuditLog
 
 # Fields never copied into an audit row.
-SECRET_FIELDS = {"access_token", "refresh_token", "id_token", "secret_hash"}
+SECRET_FIELDS = {"access_token", "refresh_token", "id_token", "secret_hash", "previous_secret_hash"}
 
 
 def snapshot(obj: db_models.Model) -> dict:

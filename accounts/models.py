@@ -38,6 +38,9 @@ class Pool(models.Model):
     default_tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     default_max_concurrent = models.PositiveIntegerField(null=True, blank=True)
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Pool-wide requests per minute.")
+    default_budgets = models.JSONField(
+        default=list, blank=True, help_text="Budgets of keys that have none of their own (see PoolApiKey.budgets)."
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -46,6 +49,20 @@ class Pool(models.Model):
 
     def allows_model(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
+
+    def clean(self):
+        _check_budgets(self, "default_budgets")
+
+
+def _check_budgets(row, field: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    from .budgets import BudgetError, parse_budgets
+
+    try:
+        parse_budgets(getattr(row, field))
+    except BudgetError as error:
+        raise ValidationError({field: str(error)}) from None
 
 
 class AccountStatus(models.TextChoices):
@@ -185,8 +202,8 @@ class HashedSecret(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     @classmethod
-    def lookup(cls, raw: str, queryset=None, *, by_prefix=None):
-        """The live row for a raw secret, or None (one indexed query, constant-time compare).
+    def find(cls, raw: str, queryset=None, *, by_prefix=None):
+        """The row a raw secret belongs to, usable or not, or None (one indexed query, constant-time compare).
 
         `by_prefix(prefix)` reads the row instead of `queryset` (the turn path's own SQL, proxy/turn_reads.py).
         """
@@ -199,9 +216,22 @@ class HashedSecret(models.Model):
             row = rows[0] if rows else None
         else:
             row = by_prefix(prefix)
-        if row is None or not row.matches(raw) or not row.is_usable(timezone.now()):
-            return None
-        return row
+        return row if row is not None and row.matches(raw) else None
+
+    @classmethod
+    def lookup(cls, raw: str, queryset=None, *, by_prefix=None):
+        """The live row for a raw secret, or None."""
+        row = cls.find(raw, queryset, by_prefix=by_prefix)
+        return row if row is not None and row.is_usable(timezone.now()) else None
+
+
+# Reasoning efforts from the least to the most; a key's cap lowers (or refuses) anything above it.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+class OverCap(models.TextChoices):
+    LOWER = "lower", "Lower it to the cap"
+    REFUSE = "refuse", "Refuse the request (400)"
 
 
 class PoolApiKey(HashedSecret):
@@ -212,6 +242,37 @@ class PoolApiKey(HashedSecret):
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     max_concurrent = models.PositiveIntegerField("concurrent streams", null=True, blank=True)
     allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: the pool's models.")
+    # Life of a key: paused keys are refused until resumed; after a rotation the previous secret keeps working
+    # until previous_secret_expires_at (the grace period), then only the new one does.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    previous_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # What a turn may ask for: applied to its body before it goes upstream (proxy/key_policy.py).
+    forced_model = models.CharField(max_length=100, blank=True, help_text="Every turn runs on this model.")
+    max_reasoning_effort = models.CharField(
+        max_length=10, blank=True, choices=[(e, e) for e in REASONING_EFFORTS], help_text="Empty: any effort."
+    )
+    reasoning_effort_over_cap = models.CharField(max_length=10, choices=OverCap.choices, default=OverCap.LOWER)
+    forced_service_tier = models.CharField(
+        max_length=20, blank=True, help_text="Every turn asks for this service tier (e.g. default, flex)."
+    )
+    allowed_service_tiers = models.JSONField(
+        default=list, blank=True, help_text="Tiers a turn may ask for; another is refused (400). Empty: any."
+    )
+    max_input_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Largest input per request, estimated as the body's bytes / 4 (400 above)."
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A request's max_output_tokens is lowered to this."
+    )
+    budgets = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Spend over rolling windows, e.g. [{"window": "5h", "kind": "tokens", "amount": 200000}, '
+        '{"window": "day", "kind": "cost", "amount": 5, "model": "gpt-5.5"}]; windows 5h, day, week, month; '
+        "kinds tokens, input_tokens, output_tokens, cost (USD). Empty: the pool's default budgets.",
+    )
 
     class Meta:
         verbose_name = "Pool API key"
@@ -219,8 +280,44 @@ class PoolApiKey(HashedSecret):
     def __str__(self) -> str:
         return f"{self.name or 'key'} ({self.prefix}…)"
 
+    def clean(self):
+        _check_budgets(self, "budgets")
+
+    def matches(self, raw: str) -> bool:
+        """The current secret, or the one before a rotation while its grace period lasts."""
+        if super().matches(raw):
+            return True
+        grace = self.previous_secret_expires_at
+        return (
+            bool(self.previous_secret_hash)
+            and grace is not None
+            and grace > timezone.now()
+            and (secrets.matches(raw, self.previous_secret_hash))
+        )
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why a key that matched cannot be used now: revoked, expired or paused (None when it can)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "paused" if self.paused_at is not None else None
+
+    def rotate(self, grace: timedelta, now: datetime) -> str:
+        """A new secret for this row (same prefix, limits and history), returned raw to show once; the current
+        one keeps working for `grace`."""
+        self.previous_secret_hash = self.secret_hash if grace > timedelta(0) else ""
+        self.previous_secret_expires_at = now + grace if grace > timedelta(0) else None
+        raw, _, self.secret_hash = secrets.new_secret(self.SECRET_KIND, lookup=self.prefix.partition("_")[2])
+        self.rotated_at = now
+        return raw
+
     def allows_model(self, model: str) -> bool:
         return (not self.allowed_models or model in self.allowed_models) and self.pool.allows_model(model)
+
+    def budget_list(self) -> list[dict]:
+        """The key's own budgets, else its pool's defaults."""
+        return self.budgets or self.pool.default_budgets
 
     def limit(self, field: str) -> int | None:
         """The key's own limit, else its pool's default."""
@@ -302,6 +399,9 @@ class RequestLog(models.Model):
     route = models.CharField(max_length=60)
     transport = models.CharField(max_length=10, default="http")
     model = models.CharField(max_length=100, blank=True)
+    requested_model = models.CharField(
+        max_length=100, blank=True, help_text="The model the client asked for, when its key forced another"
+    )
     status_code = models.PositiveIntegerField(default=0)
     outcome = models.CharField(max_length=30, blank=True, help_text="ok, client_closed, upstream_error, …")
     error_code = models.CharField(max_length=60, blank=True)

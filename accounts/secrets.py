@@ -7,9 +7,10 @@ import secrets
 PREFIX_CHARS = 8
 
 
-def new_secret(kind: str) -> tuple[str, str, str]:
-    """Return (raw secret, prefix, hash) for a new key; `kind` is e.g. "cpk" or "cpm"."""
-    lookup = secrets.token_hex(PREFIX_CHARS // 2)
+def new_secret(kind: str, lookup: str | None = None) -> tuple[str, str, str]:
+    """Return (raw secret, prefix, hash) for a new key; `kind` is e.g. "cpk" or "cpm". A rotated key keeps its
+    `lookup` id (so its prefix) and gets a new secret."""
+    lookup = lookup or secrets.token_hex(PREFIX_CHARS // 2)
     raw = f"{kind}_{lookup}_{secrets.token_urlsafe(32)}"
     return raw, prefix_of(raw), hash_secret(raw)
 

@@ -1,4 +1,5 @@
-"""What the MCP tools read and change: plain functions over the models, metadata only (never secrets or text)."""
+"""What the MCP tools read and change: plain functions over the models, metadata only (never secrets or text, but
+for the new key a rotation issues, returned once to the operator who rotated it)."""
 
 from datetime import datetime, timedelta
 
@@ -7,7 +8,8 @@ from django.db.models.functions import TruncDay, TruncHour, TruncMonth
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts import audit, usage
+from accounts import audit, budgets, usage
+from accounts import keys as key_life
 from accounts.models import AccountStatus, AuditLog, Pool, PoolApiKey, PoolMembership, RequestLog, UpstreamAccount
 from accounts.usage import key_usage
 
@@ -151,10 +153,25 @@ def list_api_keys(pool_name: str | None = None) -> list[dict]:
             "prefix": key.prefix,
             "name": key.name,
             "pool": key.pool.name,
-            "state": "revoked" if key.revoked_at else ("expired" if not key.is_usable(now) else "active"),
+            "state": key_life.state(key, now),
             "expires_at": _iso(key.expires_at),
+            "paused_at": _iso(key.paused_at),
+            "rotated_at": _iso(key.rotated_at),
+            "previous_secret_works_until": _iso(key.previous_secret_expires_at)
+            if key.previous_secret_expires_at and key.previous_secret_expires_at > now
+            else None,
             "last_used_at": _iso(key.last_used_at),
             "allowed_models": key.allowed_models or "pool's",
+            "policy": {
+                "forced_model": key.forced_model or None,
+                "max_reasoning_effort": key.max_reasoning_effort or None,
+                "reasoning_effort_over_cap": key.reasoning_effort_over_cap,
+                "forced_service_tier": key.forced_service_tier or None,
+                "allowed_service_tiers": key.allowed_service_tiers or None,
+                "max_input_tokens": key.max_input_tokens,
+                "max_output_tokens": key.max_output_tokens,
+            },
+            "budgets": budgets.report(key, now),
             "usage": key_usage(key, now),
         }
         for key in keys
@@ -359,3 +376,29 @@ def revoke_api_key(prefix: str, actor: str) -> dict:
         key.save(update_fields=["revoked_at"])
         audit.record(actor, "revoke_api_key", key, before, audit.snapshot(key))
     return {"prefix": key.prefix, "name": key.name, "pool": key.pool.name, "revoked_at": _iso(key.revoked_at)}
+
+
+def _key(prefix: str) -> PoolApiKey:
+    try:
+        return key_life.by_prefix(prefix)
+    except key_life.KeyNotFound as error:
+        raise InvalidInput(f"{error} (see list_api_keys)") from None
+
+
+def set_key_paused(prefix: str, paused: bool, actor: str) -> dict:
+    key = _key(prefix)
+    (key_life.pause if paused else key_life.resume)(key, actor)
+    return {"prefix": key.prefix, "name": key.name, "pool": key.pool.name, "paused_at": _iso(key.paused_at)}
+
+
+def rotate_api_key(prefix: str, grace_seconds: int, actor: str) -> dict:
+    if grace_seconds < 0:
+        raise InvalidInput("grace_seconds cannot be negative")
+    key = _key(prefix)
+    raw = key_life.rotate(key, actor, grace_seconds)
+    return {
+        "prefix": key.prefix,
+        "pool": key.pool.name,
+        "new_key": raw,
+        "previous_secret_works_until": _iso(key.previous_secret_expires_at),
+    }

@@ -17,8 +17,8 @@ from .tokens import live_token
 server = MCPServer(
     name="codex-pooler",
     instructions="Read-only views of the Codex Pooler (pools, accounts, quota, keys, request and audit logs), "
-    "plus pause/resume of accounts and key revocation for tokens with the write scope. Never returns secrets "
-    "or prompt text.",
+    "plus pause/resume of accounts and pause/resume/rotation/revocation of keys for tokens with the write scope. "
+    "Never returns secrets (but the new key of a rotation, once) or prompt text.",
 )
 
 
@@ -163,3 +163,27 @@ async def revoke_api_key(prefix: str, ctx: Context) -> CallToolResult:
     actor = await _writer(ctx)
     revoked = await _query(queries.revoke_api_key, prefix, actor)
     return _result(revoked, f"revoked {revoked['prefix']}… of pool {revoked['pool']}")
+
+
+@server.tool(description="Pause a Pool API key by its prefix: its turns are refused (403 key_paused) until resumed.")
+async def pause_api_key(prefix: str, ctx: Context) -> CallToolResult:
+    actor = await _writer(ctx)
+    key = await _query(queries.set_key_paused, prefix, True, actor)
+    return _result(key, f"paused {key['prefix']}… of pool {key['pool']}")
+
+
+@server.tool(description="Resume a paused Pool API key by its prefix. Needs the write scope.")
+async def resume_api_key(prefix: str, ctx: Context) -> CallToolResult:
+    actor = await _writer(ctx)
+    key = await _query(queries.set_key_paused, prefix, False, actor)
+    return _result(key, f"resumed {key['prefix']}… of pool {key['pool']}")
+
+
+@server.tool(
+    description="Rotate a Pool API key: a new secret on the same key (limits and history kept), returned once in "
+    "`new_key`; the old secret keeps working for grace_seconds. Needs the write scope."
+)
+async def rotate_api_key(prefix: str, ctx: Context, grace_seconds: int = 0) -> CallToolResult:
+    actor = await _writer(ctx)
+    rotated = await _query(queries.rotate_api_key, prefix, grace_seconds, actor)
+    return _result(rotated, f"rotated {rotated['prefix']}…; the new key is in new_key (shown once)")

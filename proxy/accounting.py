@@ -36,6 +36,8 @@ class Turn:
     key: PoolApiKey | None = None
     transport: str = "http"
     model: str = ""
+    requested_model: str = ""  # the model the client asked for, when its key forced another
+    rewritten: bool = False  # the key's policy changed the body: the client's own bytes are not sent
     is_stream: bool = True
     is_prewarm: bool = False
     client_ip: str | None = None
@@ -200,6 +202,7 @@ def _write(turn: Turn) -> None:
         route=turn.route,
         transport=turn.transport,
         model=turn.model[:100],
+        requested_model=turn.requested_model[:100],
         status_code=turn.status_code,
         outcome=turn.outcome,
         error_code=turn.error_code[:60],

@@ -1,10 +1,12 @@
 """Pool API key authentication for every runtime route."""
 
+from django.utils import timezone
+
 from accounts.models import PoolApiKey
 
 from . import turn_reads
 from .dbthread import on_db_thread
-from .errors import Unauthorized
+from .errors import Forbidden, Unauthorized
 
 
 def bearer_token(headers) -> str:
@@ -24,12 +26,28 @@ def require_bearer(headers) -> str:
 
 def lookup_key(raw: str) -> PoolApiKey:
     """The live Pool API key for a raw bearer token, or Unauthorized (also for MCP tokens). Reads the database."""
-    key = PoolApiKey.lookup(raw, by_prefix=turn_reads.key_by_prefix)
+    key = PoolApiKey.find(raw, by_prefix=turn_reads.key_by_prefix)
     if key is None:
         raise Unauthorized("Incorrect, revoked or expired Pool API key provided.")
+    check_usable(key)
     if not key.pool.enabled:
         raise Unauthorized("The pool of this API key is disabled.", code="pool_disabled")
     return key
+
+
+def check_usable(key: PoolApiKey) -> None:
+    """Refuse a key that is known but may not be used now, saying why (its holder has the whole secret)."""
+    reason = key.refusal(timezone.now())
+    if reason == "expired":
+        raise Unauthorized(
+            f"This Pool API key expired at {key.expires_at.isoformat()}; ask the operator for a new one.",
+            code="key_expired",
+        )
+    if reason == "paused":
+        # 403: the key is valid, its operator has paused it; clients do not retry a 403.
+        raise Forbidden("This Pool API key is paused by its operator; it works again once resumed.", code="key_paused")
+    if reason is not None:
+        raise Unauthorized("Incorrect, revoked or expired Pool API key provided.")
 
 
 async def authenticate(headers) -> PoolApiKey:

@@ -30,7 +30,7 @@ from .body import require_model
 from .dbthread import DATABASE_DOWN, note_outage
 from .errors import DatabaseUnavailable, PoolerError, UpstreamUnavailable
 from .sse import WATCHED_IN_FRAMES, observe_event
-from .turns import begin, check_model, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure
+from .turns import begin, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure
 from .upstream import UpstreamFailure, client_headers, failure_from_response, upstream_headers
 
 log = logging.getLogger("pooler.websocket")
@@ -166,15 +166,17 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             return json.dumps(stripped)
         return json.dumps(whole) if fresh_connection else text
 
-    async def _admit_turn(self, turn: Turn, session: str | None) -> list:
-        """Admission for this turn; the candidate accounts (the connection's own account when it has one)."""
+    async def _admit_turn(self, turn: Turn, session: str | None, frame: dict) -> list:
+        """The key's policy on the `frame` (changed in place), admission for this turn; the candidate accounts
+        (the connection's own account when it has one)."""
         require_model({"model": turn.model})
+        # A chained turn's input is only its end: the history it continues counts toward the key's input cap.
+        earlier = self.history if frame.get("previous_response_id") and self._knows_chain(frame) else None
         # A compaction is planned like a new turn: it may be better made on another account (routing.py).
         if self.account is None or turn.compaction:
-            plan = await begin(turn, session)
+            plan = await begin(turn, session, body=frame, earlier_input=earlier)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
-        check_model(self.key, turn.model)
-        if await recheck(turn, self.account.id) is None:
+        if await recheck(turn, self.account.id, frame, earlier) is None:
             # Paused, out of quota or needing a login since the last turn: chosen again, like a new turn.
             plan = await begin(turn, session)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
@@ -238,12 +240,14 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
     async def _serve_turn(self, turn: Turn, text: str, frame: dict, full_input: list) -> None:
         session = routing.sticky_key(self.headers, frame)
         try:
-            candidates = await self._admit_turn(turn, session)
+            candidates = await self._admit_turn(turn, session, frame)
         except PoolerError as error:
             await self.send(text_data=error_frame(error))
             if not turn.finished:
                 await turn.settle(error.status, "rejected", error.code)
             return
+        if turn.rewritten:
+            text = json.dumps(frame)  # the key's policy changed the frame: sent as changed
         if self.history_account_id is None and turn.plan.owner is not None:
             self.history_account_id = turn.plan.owner.id  # a resumed session: its history is the owner's
         state = _TurnState(turn, full_input)

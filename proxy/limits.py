@@ -8,6 +8,7 @@ from django.db.models import F, Func, Min, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts import budgets
 from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog, UpstreamAccount
 from accounts.usage import WINDOW, day_start
 
@@ -29,11 +30,29 @@ def _aggregate(queryset, function: str, field: str = "pk"):
     return Coalesce(Subquery(summary[:1]), 0)
 
 
-def _refuse(limit_name: str, detail: str, wait: float) -> RateLimited:
+def _refuse(limit_name: str, detail: str, wait: float, what: str = "Rate limit") -> RateLimited:
     seconds = max(1, math.ceil(wait))
     return RateLimited(
-        f"Rate limit reached: {detail}. Try again in {seconds} seconds.", code=limit_name, retry_after=seconds
+        f"{what} reached: {detail}. Try again in {seconds} seconds.", code=limit_name, retry_after=seconds
     )
+
+
+def check_budgets(key: PoolApiKey, now: datetime) -> None:
+    """Refuse a turn of a key that has spent one of its budgets (one query; none for a key without budgets).
+
+    Counted from finished turns only, so that no lock is needed: turns running side by side are not counted
+    until they end (README, "Key policy", says by how much that can pass a budget). The wait is the longest of
+    the spent budgets': when enough of its window has passed.
+    """
+    found = budgets.key_budgets(key)
+    if not found:
+        return
+    spent = [b for b, used in zip(found, budgets.spent(key, found, now), strict=True) if used >= b.amount]
+    if not spent:
+        return
+    waits = {b: (budgets.available_at(key, b, now) - now).total_seconds() for b in spent}
+    budget = max(spent, key=waits.get)
+    raise _refuse("key_budget_exceeded", budget.describe(), waits[budget], what="Budget")
 
 
 def needs_admission(key: PoolApiKey) -> bool:
@@ -46,12 +65,14 @@ def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, coun
 
     The key's row (and the pool's, for a pool-wide cap) is locked while counting, so concurrent
     admissions in any process are serialized and never overshoot a limit. A key without limits costs
-    no query (its turns hold no slot). A turn that is not `counted` (a websocket prewarm, which generates
-    nothing) is refused when a limit is reached but does not use up requests per minute.
+    no query (its turns hold no slot); its budgets cost one (check_budgets). A turn that is not `counted` (a
+    websocket prewarm, which generates nothing) is refused when a limit is reached but does not use up
+    requests per minute.
     """
+    now = now or timezone.now()
+    check_budgets(key, now)
     if not needs_admission(key):
         return None
-    now = now or timezone.now()
     pool = key.pool
     rpm, tokens_per_day, max_concurrent = key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent")
     with transaction.atomic():

@@ -15,9 +15,9 @@ from django.utils import timezone
 from accounts.models import PoolApiKey, UpstreamAccount
 from accounts.tokens import RefreshFailed, refresh_account_async
 
-from . import db, limits, metrics, migration, pool_quota, routing
+from . import db, key_policy, limits, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish, observe_quota
-from .auth import lookup_key
+from .auth import check_usable, lookup_key
 from .dbthread import DATABASE_DOWN, note_outage, on_db_thread
 from .errors import (
     DatabaseUnavailable,
@@ -45,23 +45,38 @@ def check_model(key: PoolApiKey, model: str) -> None:
         raise Forbidden(f"Model {model!r} is not allowed for this key or pool.", param="model")
 
 
-def _prepare(turn: Turn, token: str, session: str | None) -> routing.Plan:
+def _apply_policy(turn: Turn, body: dict | None, earlier_input: list | None) -> None:
+    """The key's policy on the turn's body (see key_policy.py), then its model checked."""
+    if body is not None:
+        turn.rewritten = key_policy.apply(turn.key, turn, body, earlier_input)
+    if turn.model:
+        check_model(turn.key, turn.model)
+
+
+def _prepare(
+    turn: Turn, token: str, session: str | None, body: dict | None = None, earlier_input: list | None = None
+) -> routing.Plan:
     """Everything before the first byte that reads the database, in one trip to a db thread (every hop to a
-    thread waits for a core under load): the key when the turn has none yet, its limits, the accounts."""
+    thread waits for a core under load): the key when the turn has none yet, its policy applied to the `body`
+    (which replaces a forced model before routing), its limits and budgets, the accounts."""
     if turn.key is None:
         turn.key = lookup_key(token)
+    else:
+        check_usable(turn.key)  # a websocket's key, read at connect, may have expired since
     key = turn.key
-    if turn.model:
-        check_model(key, turn.model)
+    _apply_policy(turn, body, earlier_input)
     # The slot is on the turn before planning can fail, so finish() frees it whatever happens next.
     turn.slot_id = limits.admit(key, turn.request_id, counted=not turn.is_prewarm)
     turn.plan = routing.plan_turn(key.pool, turn.model, session, compacted=turn.compacted, compaction=turn.compaction)
     return turn.plan
 
 
-def _recheck(turn: Turn, account_id: int) -> UpstreamAccount | None:
-    """A later turn on an open websocket, in one database step: the connection's account as it is now, and
-    the key's admission when the account can still serve the turn (None when it cannot: planned anew)."""
+def _recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
+    """A later turn on an open websocket, in one database step: the key's policy on its `body`, the
+    connection's account as it is now, and the key's admission when the account can still serve the turn (None
+    when it cannot: planned anew)."""
+    check_usable(turn.key)
+    _apply_policy(turn, body, earlier_input)
     current = routing.current_account(account_id)
     if current is None or current.ineligibility(turn.model, timezone.now()):
         return None
@@ -82,23 +97,28 @@ async def _run_to_end(step, *args):
             await asyncio.wait([task])
 
 
-async def begin(turn: Turn, session: str | None, token: str = "") -> routing.Plan:
-    """Authentication (given the bearer `token` of a turn without a key), admission and the account choice.
+async def begin(
+    turn: Turn, session: str | None, token: str = "", body: dict | None = None, earlier_input: list | None = None
+) -> routing.Plan:
+    """Authentication (given the bearer `token` of a turn without a key), the key's policy on `body`, admission
+    and the account choice.
 
     A refusal of a known key is accounted (no upstream attempt) and raised; a refused token is only raised.
     """
     try:
-        return await _run_to_end(_prepare, turn, token, session)
+        return await _run_to_end(_prepare, turn, token, session, body, earlier_input)
     except Unauthorized:
         raise
     except PoolerError as error:
+        if turn.key is None:  # a token refused for another reason (a paused key): nothing to account it to
+            raise
         await turn.settle(error.status, "rejected", error.code)
         raise
 
 
-async def recheck(turn: Turn, account_id: int) -> UpstreamAccount | None:
-    """See _recheck (a refusal by the key's limits is raised, for the caller to account)."""
-    return await _run_to_end(_recheck, turn, account_id)
+async def recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
+    """See _recheck (a refusal by the key's policy or limits is raised, for the caller to account)."""
+    return await _run_to_end(_recheck, turn, account_id, body, earlier_input)
 
 
 async def claim(turn: Turn, key: PoolApiKey, account: UpstreamAccount) -> bool:
@@ -235,7 +255,9 @@ class HttpTurn:
         """
         turn = self.turn
         try:
-            plan = await begin(turn, session, self.token)
+            plan = await begin(turn, session, self.token, body if isinstance(body, dict) else None)
+            if turn.rewritten:
+                self.raw = None  # the key's policy changed the body: it is sent as changed
             return await self._failover(plan, body, content_type)
         except PoolerError as error:
             return error_response(error, turn.request_id)

@@ -9,6 +9,7 @@ urlpatterns = [
     path("backend-api/codex/realtime/calls", views.realtime_calls),
     path("backend-api/wham/usage", views.wham_usage),
     path("v1/models", v1_views.models),
+    path("v1/usage", v1_views.usage),
     path("v1/responses", v1_views.responses),
     path("v1/responses/compact", v1_views.responses_compact),
     path("v1/chat/completions", v1_views.chat_completions),

@@ -1,9 +1,13 @@
 """The narrow OpenAI-compatible /v1 surface, on the same pools, limits, routing and accounting."""
 
 from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+
+from accounts import budgets
 
 from . import openai_compat
 from .compaction import compacted_response, failed_turn_error
+from .dbthread import on_db_thread
 from .errors import error_response
 from .models_list import pool_models
 from .views import compact_turn, read_json, runtime_view, start_turn
@@ -62,3 +66,12 @@ async def chat_completions(request, token, request_id):
 async def models(request, key, request_id):
     listing = await pool_models(key, "", request.headers)
     return JsonResponse(openai_compat.models_list(listing), headers={"x-request-id": request_id})
+
+
+@runtime_view(("GET",))
+async def usage(request, key, request_id):
+    """GET /v1/usage: the calling key's budgets, each with what is used, what is left and when it resets."""
+    windows = await on_db_thread(budgets.report)(key, timezone.now())
+    return JsonResponse(
+        {"object": "usage", "key": key.prefix, "budgets": windows}, headers={"x-request-id": request_id}
+    )

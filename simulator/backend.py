@@ -59,6 +59,11 @@ def note_body(entry: dict, body: dict) -> None:
         encrypted_items=sum(1 for i in body.get("input") or [] if isinstance(i, dict) and i.get("encrypted_content")),
         input_types=turns.input_types(body.get("input")),
         compaction_trigger=turns.ends_with_compaction_trigger(body.get("input")),
+        reasoning_effort=(body.get("reasoning") or {}).get("effort")
+        if isinstance(body.get("reasoning"), dict)
+        else None,
+        service_tier=body.get("service_tier"),
+        max_output_tokens=body.get("max_output_tokens"),
     )
 
 

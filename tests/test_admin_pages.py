@@ -61,7 +61,16 @@ def test_every_admin_page_renders_without_secrets(admin_client, seeded):
 
 def test_adding_a_key_shows_it_once_and_audits(admin_client, seeded):
     response = admin_client.post(
-        reverse("admin:accounts_poolapikey_add"), {"pool": seeded["pool"].pk, "name": "web", "allowed_models": "[]"}
+        reverse("admin:accounts_poolapikey_add"),
+        # As the browser posts the form: every JSON field with its initial value.
+        {
+            "pool": seeded["pool"].pk,
+            "name": "web",
+            "allowed_models": "[]",
+            "allowed_service_tiers": "[]",
+            "budgets": "[]",
+            "reasoning_effort_over_cap": "lower",
+        },
     )
     key = PoolApiKey.objects.get(name="web")
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]

@@ -31,6 +31,8 @@ READ_TOOLS = {
     "recent_audit_events",
 }
 WRITE_TOOLS = {"pause_account", "resume_account", "revoke_api_key"}
+# The life of a key (pause, resume, rotate) has its own story: tests/test_key_life.py.
+KEY_LIFE_TOOLS = {"pause_api_key", "resume_api_key", "rotate_api_key"}
 
 
 def wait_for(condition, timeout: float = 5) -> None:
@@ -108,7 +110,7 @@ def test_read_tools_answer_with_structured_metadata(pooler, seeded):
         ("recent_audit_events", {"limit": 5}),
     ]
     tools, results = call_all(url, seeded["reader"], calls)
-    assert tools == READ_TOOLS | WRITE_TOOLS
+    assert tools == READ_TOOLS | WRITE_TOOLS | KEY_LIFE_TOOLS
     assert not any(r.is_error for r in results), [r.content for r in results if r.is_error]
     by_name = dict(zip([c[0] for c in calls[:5]], results[:5], strict=True))
     assert by_name["list_pools"].structured_content["items"][0]["eligible_accounts"] == 1
@@ -358,4 +360,4 @@ def test_a_large_call_under_the_pooler_cap_is_served(pooler, seeded):
         timeout=30,
     )
     assert response.status_code == 200, response.text[:300]
-    assert {tool["name"] for tool in response.json()["result"]["tools"]} == READ_TOOLS | WRITE_TOOLS
+    assert {tool["name"] for tool in response.json()["result"]["tools"]} == READ_TOOLS | WRITE_TOOLS | KEY_LIFE_TOOLS

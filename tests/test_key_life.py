@@ -1,0 +1,150 @@
+"""The life of a Pool API key: expiry, pause and resume, rotation with a grace period; from manage.py, MCP and
+the admin, each change audited."""
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from accounts.models import AuditLog, PoolApiKey, RequestLog
+from accounts.secrets import prefix_of
+from tests.codex_turns import session_headers, turn_body
+from tests.factories import make_account, make_key, make_mcp_token, make_pool
+from tests.test_mcp import call_all
+from tests.test_websocket_route import create_frame, read_turn, ws_headers, ws_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def post_turn(pooler, key: str) -> httpx.Response:
+    return httpx.post(f"{pooler.codex_base_url}/responses", json=turn_body(), headers=session_headers(key), timeout=30)
+
+
+def v1_turn(pooler, key: str) -> httpx.Response:
+    body = {"model": "gpt-5.2", "input": "hi"}
+    return httpx.post(f"{pooler.url}/v1/responses", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def run(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip().splitlines()[-1] if out.getvalue().strip() else ""
+
+
+def test_an_expired_key_hears_why(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    _, raw = make_key(pool, expires_at=timezone.now() - timedelta(seconds=1))
+    for response in (post_turn(pooler, raw), v1_turn(pooler, raw)):
+        assert response.status_code == 401
+        error = response.json()["error"]
+        assert error["code"] == "key_expired" and "expired at" in error["message"]
+
+
+def test_create_api_key_takes_expiry_budgets_and_policy(db):
+    pool = make_pool(name="life")
+    raw = run(
+        "create_api_key", "--pool", "life", "--expires-at", "2027-01-31T00:00:00Z",
+        "--budget", "5h:tokens:200000", "--budget", "day:cost:5.00", "--budget", "week:output_tokens:1000000:gpt-5.5",
+        "--force-model", "gpt-5.2", "--max-effort", "low", "--over-effort", "refuse", "--max-output-tokens", "500",
+    )  # fmt: skip
+    key = PoolApiKey.objects.get(prefix=prefix_of(raw))
+    assert key.pool == pool and key.expires_at == datetime(2027, 1, 31, tzinfo=UTC)
+    assert key.budgets == [
+        {"window": "5h", "kind": "tokens", "amount": 200000},
+        {"window": "day", "kind": "cost", "amount": 5.0},
+        {"window": "week", "kind": "output_tokens", "amount": 1000000, "model": "gpt-5.5"},
+    ]
+    assert (key.forced_model, key.max_reasoning_effort, key.reasoning_effort_over_cap) == ("gpt-5.2", "low", "refuse")
+    for bad in (["--budget", "fortnight:tokens:5"], ["--budget", "day:cost"], ["--expires-at", "2027-01-31"]):
+        with pytest.raises(CommandError):
+            call_command("create_api_key", "--pool", "life", *bad, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_a_paused_key_is_refused_until_resumed(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    key, raw = make_key(pool)
+    run("api_key", "pause", key.prefix)
+    for response in (post_turn(pooler, raw), v1_turn(pooler, raw)):
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "key_paused" and "paused" in response.json()["error"]["message"]
+    # The websocket upgrade is refused too (the Codex CLI then falls back to HTTP and hears the 403).
+    with pytest.raises(InvalidStatus), connect(ws_url(pooler), additional_headers=ws_headers(raw)):
+        pass
+    run("api_key", "resume", key.prefix)
+    assert post_turn(pooler, raw).status_code == 200
+    with connect(ws_url(pooler), additional_headers=ws_headers(raw)) as ws:
+        ws.send(create_frame())
+        assert read_turn(ws)[-1]["type"] == "response.completed"
+    actions = list(AuditLog.objects.filter(object_id=str(key.pk)).values_list("action", "actor"))
+    assert ("pause_api_key", "cli") in actions and ("resume_api_key", "cli") in actions
+
+
+def test_rotation_keeps_the_row_and_the_old_secret_works_for_the_grace_period(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    key, old = make_key(pool, rpm=100, allowed_models=["gpt-5.2"])
+    assert post_turn(pooler, old).status_code == 200
+    new = run("api_key", "rotate", key.prefix, "--grace", "3600")
+    assert new != old and prefix_of(new) == key.prefix
+    key.refresh_from_db()
+    assert (key.rpm, key.allowed_models) == (100, ["gpt-5.2"]) and key.rotated_at is not None
+    assert post_turn(pooler, new).status_code == 200
+    assert post_turn(pooler, old).status_code == 200  # within the grace period
+    # The grace period ends: only the new secret works.
+    PoolApiKey.objects.filter(pk=key.pk).update(previous_secret_expires_at=timezone.now() - timedelta(seconds=1))
+    assert post_turn(pooler, old).status_code == 401
+    assert post_turn(pooler, new).status_code == 200
+    assert RequestLog.objects.filter(api_key=key, status_code=200).count() == 4  # one key, one history
+    # Without a grace period the old secret stops at once; the audit row names no secret.
+    newest = run("api_key", "rotate", key.prefix)
+    assert post_turn(pooler, new).status_code == 401 and post_turn(pooler, newest).status_code == 200
+    audit = AuditLog.objects.filter(action="rotate_api_key", object_id=str(key.pk)).last()
+    key.refresh_from_db()
+    assert key.secret_hash not in str(audit.changes) and "previous_secret_hash" not in audit.changes
+
+
+def test_mcp_lists_the_life_of_keys_and_write_tokens_pause_and_rotate(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    key, raw = make_key(pool, expires_at=timezone.now() + timedelta(days=3), budgets=[
+        {"window": "day", "kind": "tokens", "amount": 1000}
+    ])  # fmt: skip
+    user = User.objects.create_user("keeper")
+    _, reader = make_mcp_token(user)
+    _, writer = make_mcp_token(user, can_write=True)
+    url = f"{pooler.url}/mcp"
+    tools, (refused,) = call_all(url, reader, [("pause_api_key", {"prefix": key.prefix})])
+    assert refused.is_error and {"pause_api_key", "resume_api_key", "rotate_api_key"} <= tools
+    _, (paused, rotated, listed) = call_all(
+        url,
+        writer,
+        [
+            ("pause_api_key", {"prefix": key.prefix}),
+            ("rotate_api_key", {"prefix": key.prefix, "grace_seconds": 600}),
+            ("list_api_keys", {"pool": pool.name}),
+        ],
+    )
+    assert paused.structured_content["paused_at"] is not None
+    new = rotated.structured_content["new_key"]
+    assert prefix_of(new) == key.prefix and rotated.structured_content["previous_secret_works_until"]
+    assert listed.structured_content, listed.content
+    (row,) = listed.structured_content["items"]
+    assert row["state"] == "paused" and row["expires_at"] and row["rotated_at"]
+    assert row["previous_secret_works_until"] and row["budgets"][0]["remaining"] == 1000
+    assert post_turn(pooler, new).status_code == 403
+    call_all(url, writer, [("resume_api_key", {"prefix": key.prefix})])
+    assert post_turn(pooler, new).status_code == 200 and post_turn(pooler, raw).status_code == 200
+    actors = set(AuditLog.objects.filter(object_id=str(key.pk)).values_list("action", "actor"))
+    assert {
+        ("pause_api_key", "mcp:keeper"),
+        ("rotate_api_key", "mcp:keeper"),
+        ("resume_api_key", "mcp:keeper"),
+    } <= actors
