@@ -11,7 +11,7 @@ import pytest
 
 from accounts.models import RequestLog
 from tests.factories import make_account, make_key, make_pool
-from tests.support.clients import AI_SDK, LLM, OPENCODE, documented, install
+from tests.support.clients import AI_SDK, CONTINUE, LLM, OPENCODE, documented, install
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.clients]
 
@@ -127,3 +127,16 @@ def test_opencode_run_on_both_routes(pooler, simulator, pool_key, tmp_path):
     agent_turns = [t for t in simulator.requests(kind="turn", account_id=account.chatgpt_account_id) if t["tool_names"]]
     assert len(agent_turns) == 2 and all({"apply_patch", "bash", "read"} <= set(t["tool_names"]) for t in agent_turns)
     assert all(t["input_types"][0] == "message:developer" for t in agent_turns)
+
+
+def test_continue_cli_headless_prompt(pooler, simulator, pool_key, tmp_path):
+    cn = install(CONTINUE).binary
+    key_row, key, account = pool_key
+    config = tmp_path / "config.yaml"
+    config.write_text(documented("continue", "config.yaml", pooler.url))
+    env = client_env(tmp_path / "home", CODEX_POOLER_API_KEY=key)
+    assert run([cn, "-p", "--config", config, "hello continue"], env, cwd=tmp_path) == "echo: hello continue\n"
+    [row] = turns_of(key_row, 1)
+    assert (row.route, row.is_stream, row.outcome, row.model) == ("v1.responses", True, "ok", "gpt-5.2")
+    [turn] = simulator.requests(kind="turn", account_id=account.chatgpt_account_id)
+    assert {"Read", "Bash"} <= set(turn["tool_names"]) and turn["input_types"][0] == "message:developer"
