@@ -79,6 +79,7 @@ class PoolAdmin(AuditedAdmin):
     list_filter = ["strategy", "enabled"]
     search_fields = ["name"]
     inlines = [MembershipInline]
+    exclude = ["operators"]
 
     @admin.display(description="accounts")
     def account_count(self, pool):
@@ -321,6 +322,7 @@ class PoolApiKeyAdmin(SecretIssuingAdmin):
             },
         ),
         ("Budgets", {"fields": ["budgets"]}),
+        ("Where it may be used from", {"fields": ["allowed_networks"]}),
     ]
     readonly_fields = SecretIssuingAdmin.readonly_fields + ["usage", "rotated_at", "previous_secret_expires_at"]
     actions = ["revoke", "pause_keys", "resume_keys", "rotate_with_grace", "rotate_now"]

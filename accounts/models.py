@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from . import secrets
+from . import networks, secrets
 from .crypto import EncryptedTextField
 
 
@@ -43,6 +43,10 @@ class Pool(models.Model):
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Pool operators: staff users who see and change this pool's rows only (owners, superusers, see every pool).
+    operators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="operated_pools", help_text="Pool operators of this pool."
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -273,6 +277,10 @@ class PoolApiKey(HashedSecret):
         '{"window": "day", "kind": "cost", "amount": 5, "model": "gpt-5.5"}]; windows 5h, day, week, month; '
         "kinds tokens, input_tokens, output_tokens, cost (USD). Empty: the pool's default budgets.",
     )
+    # Where its requests may come from (the caller's address as accounts/networks.py reads it).
+    allowed_networks = networks.NetworksField(
+        default=list, blank=True, help_text="CIDRs, one per line (IPv4 or IPv6), e.g. 10.0.0.0/8. Empty: any address."
+    )
 
     class Meta:
         verbose_name = "Pool API key"
@@ -318,6 +326,9 @@ class PoolApiKey(HashedSecret):
     def budget_list(self) -> list[dict]:
         """The key's own budgets, else its pool's defaults."""
         return self.budgets or self.pool.default_budgets
+
+    def allows_address(self, address: str | None) -> bool:
+        return networks.allows(self.allowed_networks, address)
 
     def limit(self, field: str) -> int | None:
         """The key's own limit, else its pool's default."""
@@ -498,3 +509,17 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} {self.object_type} {self.object_repr}"
+
+
+class OperatorInvite(models.Model):
+    """A one-time, expiring link where an invited operator sets a password; only its token's hash is kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="operator_invites")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.CharField(max_length=150, help_text="admin:USER or cli")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invite of {self.user}"

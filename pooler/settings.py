@@ -174,6 +174,8 @@ POOLER_QUOTA_POLL_SECONDS = env.int("POOLER_QUOTA_POLL_SECONDS", default=300)
 # /metrics access: a bearer token and/or client networks (CIDR). Both empty = loopback only.
 POOLER_METRICS_TOKEN = env("POOLER_METRICS_TOKEN", default="")
 POOLER_METRICS_ALLOWED_NETWORKS = env.list("POOLER_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+# Proxies (CIDRs) whose X-Forwarded-For is believed when reading a client's address; empty: the peer is the client.
+POOLER_TRUSTED_PROXIES = env.list("POOLER_TRUSTED_PROXIES", default=[])
 
 LOGGING = {
     "version": 1,

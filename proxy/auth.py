@@ -50,6 +50,16 @@ def check_usable(key: PoolApiKey) -> None:
         raise Unauthorized("Incorrect, revoked or expired Pool API key provided.")
 
 
+def check_address(key: PoolApiKey, address: str | None) -> None:
+    """Refuse a request from outside the key's allowed networks (403: a retry from there cannot succeed)."""
+    if not key.allows_address(address):
+        raise Forbidden(
+            f"This Pool API key may not be used from {address or 'an unknown address'}: it is limited to some "
+            "networks; ask its operator.",
+            code="ip_not_allowed",
+        )
+
+
 async def authenticate(headers) -> PoolApiKey:
     """The live Pool API key of a request (turns check it in the same database step as their plan instead)."""
     return await on_db_thread(lookup_key)(require_bearer(headers))

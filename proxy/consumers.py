@@ -20,12 +20,13 @@ from django.conf import settings
 from django.utils import timezone
 from websockets.protocol import State
 
+from accounts.networks import client_address
 from accounts.quota import from_headers, from_usage_payload
 from accounts.tokens import RefreshFailed, refresh_account_async
 
 from . import db, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish
-from .auth import authenticate
+from .auth import authenticate, check_address
 from .body import require_model
 from .dbthread import DATABASE_DOWN, note_outage
 from .errors import DatabaseUnavailable, PoolerError, UpstreamUnavailable
@@ -90,8 +91,10 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         self.last_response_id: str | None = None
         self.counted = False
         self.prewarm_move = None
+        self.client_ip = client_address((self.scope.get("client") or [None])[0], self.headers.get("x-forwarded-for"))
         try:
             self.key = await authenticate(self.headers)
+            await self._check_address()
             # Read now, so the rate-limit events of this connection's turns are rewritten without a wait.
             await pool_quota.current(self.key.pool)
         except DATABASE_DOWN as down:
@@ -105,11 +108,25 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
             log.info("websocket refused: %s", error.message)
             await self.close()
             return
-        self.client_ip = (self.scope.get("client") or [None])[0]
         # No quota headers on the handshake: the CLI reads a websocket's rate limits from its events only.
         await self.accept()
         self.counted = True
         metrics.OPEN_WEBSOCKETS.inc()
+
+    async def _check_address(self) -> None:
+        """Refuse a caller outside the key's networks, with a RequestLog row saying why."""
+        try:
+            check_address(self.key, self.client_ip)
+        except PoolerError as error:
+            turn = Turn(
+                request_id=new_request_id(),
+                route="codex.responses",
+                key=self.key,
+                transport="websocket",
+                client_ip=self.client_ip,
+            )
+            await turn.settle(error.status, "rejected", error.code)
+            raise
 
     async def receive(self, text_data=None, bytes_data=None):
         if text_data is None:

@@ -17,7 +17,7 @@ from accounts.tokens import RefreshFailed, refresh_account_async
 
 from . import db, key_policy, limits, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish, observe_quota
-from .auth import check_usable, lookup_key
+from .auth import check_address, check_usable, lookup_key
 from .dbthread import DATABASE_DOWN, note_outage, on_db_thread
 from .errors import (
     DatabaseUnavailable,
@@ -64,6 +64,7 @@ def _prepare(
     else:
         check_usable(turn.key)  # a websocket's key, read at connect, may have expired since
     key = turn.key
+    check_address(key, turn.client_ip)
     _apply_policy(turn, body, earlier_input)
     # The slot is on the turn before planning can fail, so finish() frees it whatever happens next.
     turn.slot_id = limits.admit(key, turn.request_id, counted=not turn.is_prewarm)

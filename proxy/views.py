@@ -9,9 +9,11 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.networks import request_address
+
 from . import metrics, migration, pool_quota
 from .accounting import Turn
-from .auth import authenticate, require_bearer
+from .auth import authenticate, check_address, require_bearer
 from .body import decode_body, parse_json_object, require_model
 from .compaction import compacted_output, trigger_turn
 from .dbthread import DATABASE_DOWN, note_outage
@@ -39,7 +41,7 @@ def runtime_view(methods: tuple[str, ...], *, turn: bool = False):
         async def wrapper(request, *args, **kwargs):
             request_id = new_request_id()
             request.pooler_key = request.pooler_turn = None
-            response = await _guarded(view, methods, turn, request, request_id, *args, **kwargs)
+            response = await _guarded(view, route, methods, turn, request, request_id, *args, **kwargs)
             if not _turn_accounted(request):
                 key = request.pooler_key
                 metrics.REQUESTS.labels(route, str(response.status_code), key.pool.name if key else "").inc()
@@ -51,15 +53,18 @@ def runtime_view(methods: tuple[str, ...], *, turn: bool = False):
     return decorate
 
 
-async def _guarded(view, methods, turn, request, request_id, *args, **kwargs) -> HttpResponse:
+async def _guarded(view, route, methods, turn, request, request_id, *args, **kwargs) -> HttpResponse:
     try:
         if request.method not in methods:
             raise PoolerError(f"Method {request.method} not allowed here.", status=405, code="method_not_allowed")
         if turn:
             return await view(request, require_bearer(request.headers), request_id, *args, **kwargs)
         request.pooler_key = await authenticate(request.headers)
+        check_address(request.pooler_key, request_address(request))
         return await view(request, request.pooler_key, request_id, *args, **kwargs)
     except PoolerError as error:
+        if error.code == "ip_not_allowed":
+            await _account_refusal(request, route, request_id, error)
         return error_response(await _for_caller(request, error), request_id)
     except RequestDataTooBig:
         limit = settings.POOLER_MAX_BODY_BYTES
@@ -76,6 +81,14 @@ async def _guarded(view, methods, turn, request, request_id, *args, **kwargs) ->
             PoolerError("The pooler hit an internal error.", status=500, code="internal_error", type="server_error"),
             request_id,
         )
+
+
+async def _account_refusal(request, route: str, request_id: str, error: PoolerError) -> None:
+    """A request of a known key refused before it could be a turn still leaves a RequestLog row saying why."""
+    request.pooler_turn = Turn(
+        request_id=request_id, route=route, key=request.pooler_key, client_ip=request_address(request), is_stream=False
+    )
+    await request.pooler_turn.settle(error.status, "rejected", error.code)
 
 
 def _turn_accounted(request) -> bool:
@@ -134,7 +147,7 @@ async def start_turn(
         request_id=request_id,
         route=route,
         model=require_model(json_body) if json_body else "",
-        client_ip=request.META.get("REMOTE_ADDR") or None,
+        client_ip=request_address(request),
         is_stream=stream,
         compaction=migration.is_compaction_turn(json_body),
         compacted=migration.compactions(json_body) > 0,

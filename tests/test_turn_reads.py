@@ -22,7 +22,13 @@ def _fields(row) -> dict:
 
 def test_a_key_is_read_with_its_pool_as_the_orm_reads_them():
     pool = make_pool(allowed_models=["gpt-5.2"], sticky_ttl_seconds=600)
-    key, raw = make_key(pool, rpm=30, allowed_models=["gpt-5.2"], expires_at=timezone.now() + timedelta(days=1))
+    key, raw = make_key(
+        pool,
+        rpm=30,
+        allowed_models=["gpt-5.2"],
+        allowed_networks=["10.0.0.0/8"],
+        expires_at=timezone.now() + timedelta(days=1),
+    )
     read = key_by_prefix(prefix_of(raw))
     assert _fields(read) == _fields(PoolApiKey.objects.get(pk=key.pk))
     assert _fields(read.pool) == _fields(Pool.objects.get(pk=pool.pk))

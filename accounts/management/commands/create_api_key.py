@@ -1,6 +1,8 @@
 from datetime import datetime
 
-from accounts import audit
+from django.core.exceptions import ValidationError
+
+from accounts import audit, networks
 from accounts.budgets import BudgetError, parse_spec
 from accounts.models import REASONING_EFFORTS, OverCap, PoolApiKey
 
@@ -26,6 +28,13 @@ class Command(BaseCommand):
         parser.add_argument("--rpm", type=int, help="requests per minute")
         parser.add_argument("--tokens-per-day", type=int)
         parser.add_argument("--max-concurrent", type=int, help="concurrent streams")
+        parser.add_argument(
+            "--allow-ip",
+            action="append",
+            default=[],
+            metavar="CIDR",
+            help="repeatable; only requests from these networks are served (IPv4 or IPv6), e.g. 10.0.0.0/8",
+        )
         parser.add_argument("--models", help="comma-separated allowed models (default: the pool's)")
         parser.add_argument("--expires-at", type=_moment, help="ISO 8601 time, e.g. 2027-01-31T00:00:00Z")
         parser.add_argument(
@@ -68,6 +77,10 @@ class Command(BaseCommand):
             max_input_tokens=options["max_input_tokens"],
             max_output_tokens=options["max_output_tokens"],
         )
+        try:
+            key.allowed_networks = networks.normalized(options["allow_ip"])
+        except ValidationError as error:
+            raise CommandError(f"--allow-ip: {error.messages[0]}") from None
         raw = key.issue()
         key.save()
         audit.record("cli", "create_api_key", key, None, audit.snapshot(key))
