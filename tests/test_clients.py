@@ -11,7 +11,7 @@ import pytest
 
 from accounts.models import RequestLog
 from tests.factories import make_account, make_key, make_pool
-from tests.support.clients import AI_SDK, CONTINUE, LLM, OPENCODE, documented, install
+from tests.support.clients import AI_SDK, AIDER, CONTINUE, LLM, OPENCODE, documented, install
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.clients]
 
@@ -140,3 +140,53 @@ def test_continue_cli_headless_prompt(pooler, simulator, pool_key, tmp_path):
     assert (row.route, row.is_stream, row.outcome, row.model) == ("v1.responses", True, "ok", "gpt-5.2")
     [turn] = simulator.requests(kind="turn", account_id=account.chatgpt_account_id)
     assert {"Read", "Bash"} <= set(turn["tool_names"]) and turn["input_types"][0] == "message:developer"
+
+
+# The simulator echoes the last user message, so a prompt that is itself a search/replace block comes back as
+# the model's edit, which aider applies as it would a real model's.
+AIDER_EDIT = """Change the greeting.
+hello.py
+```python
+<<<<<<< SEARCH
+print("{old}")
+=======
+print("{new}")
+>>>>>>> REPLACE
+```"""
+
+
+def test_aider_edits_a_file_and_commits(pooler, pool_key, tmp_path):
+    aider = install(AIDER).binary
+    key_row, key, _ = pool_key
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".aider.conf.yml").write_text(documented("aider", ".aider.conf.yml", pooler.url))
+    (home / ".aider.model.settings.yml").write_text(documented("aider", ".aider.model.settings.yml"))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = client_env(home, OPENAI_API_KEY=key, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+    run(["git", "init", "-q"], env, cwd=repo)
+    (repo / "hello.py").write_text('print("hello")\n')
+    run([*git, "add", "hello.py"], env, cwd=repo)
+    run([*git, "commit", "-qm", "hello"], env, cwd=repo)
+    offline = ["--no-check-update", "--analytics-disable", "--no-show-release-notes", "--no-pretty"]
+    # The documented model, then one aider does not know, described in .aider.model.settings.yml.
+    greeting = "hello"
+    for model in ([], ["--model", "openai/gpt-5.5"]):
+        edit = AIDER_EDIT.format(old=greeting, new=f"{greeting}, pooler")
+        out = run([aider, "--yes-always", *offline, *model, "hello.py", "--message", edit], env, cwd=repo)
+        greeting += ", pooler"
+        assert (repo / "hello.py").read_text() == f'print("{greeting}")\n', out
+        run(["git", "diff", "--quiet", "HEAD", "--", "hello.py"], env, cwd=repo)  # committed
+    log = run(["git", "log", "--format=%s", "--", "hello.py"], env, cwd=repo).splitlines()
+    assert len(log) == 3 and all(subject.startswith("echo: ") for subject in log[:2])  # the weak model's messages
+    rows = turns_of(key_row, 4)
+    # The main model streams on chat completions; litellm sends the Codex-only weak model to the Responses API.
+    assert [(r.route, r.is_stream, r.model) for r in rows] == [
+        ("v1.chat.completions", True, "gpt-5.2"),
+        ("v1.responses", False, "gpt-5.1-codex-mini"),
+        ("v1.chat.completions", True, "gpt-5.5"),
+        ("v1.responses", False, "gpt-5.1-codex-mini"),
+    ]
+    assert all(r.outcome == "ok" for r in rows)
