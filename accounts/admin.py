@@ -21,6 +21,7 @@ from .models import (
     SessionAffinity,
     UpstreamAccount,
 )
+from .operators import Scope
 from .probe import send_test_turn
 from .quota_poll import poll_quota
 from .tokens import try_refresh
@@ -67,6 +68,49 @@ class AuditedAdmin(admin.ModelAdmin):
             audit.record(actor, "change", obj, stored.get(obj.pk), audit.snapshot(obj))
 
 
+def scope_of(request) -> Scope:
+    """The pools the signed-in user may see (read once per request)."""
+    if not hasattr(request, "pooler_scope"):
+        request.pooler_scope = Scope.of(request.user)
+    return request.pooler_scope
+
+
+class PoolScoped:
+    """An admin of rows that belong to pools: a pool operator sees, changes and picks only their pools' rows
+    (Django's model permissions, from their group, say what they may do to such rows at all)."""
+
+    pool_path = "pool"  # from a row to its pool(s), as in a queryset filter
+
+    def get_queryset(self, request):
+        return scope_of(request).filter(super().get_queryset(request), self.pool_path)
+
+    def _in_scope(self, request, obj) -> bool:
+        return obj is None or scope_of(request).everything or self.get_queryset(request).filter(pk=obj.pk).exists()
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and self._in_scope(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._in_scope(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._in_scope(request, obj)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        pools = scope_of(request).pools()
+
+        class ScopedForm(form):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                # A row can only be put in (or moved to) a pool the user may see.
+                for field in self.fields.values():
+                    if getattr(field, "queryset", None) is not None and field.queryset.model is Pool:
+                        field.queryset = pools
+
+        return ScopedForm
+
+
 class MembershipInline(admin.TabularInline):
     model = PoolMembership
     extra = 0
@@ -74,12 +118,31 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(AuditedAdmin):
+class PoolAdmin(PoolScoped, AuditedAdmin):
+    pool_path = "pk"
+
     list_display = ["name", "strategy", "session_migration", "enabled", "account_count", "created_at"]
     list_filter = ["strategy", "enabled"]
     search_fields = ["name"]
     inlines = [MembershipInline]
-    exclude = ["operators"]
+    filter_horizontal = ["operators"]
+
+    def get_exclude(self, request, obj=None):
+        # Who operates a pool is the owners' choice.
+        return [] if request.user.is_superuser else ["operators"]
+
+    def save_related(self, request, form, formsets, change):
+        before = set(form.instance.operators.values_list("username", flat=True)) if change else set()
+        super().save_related(request, form, formsets, change)
+        after = set(form.instance.operators.values_list("username", flat=True))
+        if before != after:
+            audit.record(
+                actor_of(request),
+                "change_operators",
+                form.instance,
+                {"operators": sorted(before)},
+                {"operators": sorted(after)},
+            )
 
     @admin.display(description="accounts")
     def account_count(self, pool):
@@ -119,7 +182,8 @@ class AccountForm(forms.ModelForm):
 
 
 @admin.register(UpstreamAccount)
-class UpstreamAccountAdmin(AuditedAdmin):
+class UpstreamAccountAdmin(PoolScoped, AuditedAdmin):
+    pool_path = "memberships__pool"
     form = AccountForm
     list_display = [
         "label",
@@ -286,9 +350,9 @@ _ADMIN_ROTATION_GRACE = 3600
 
 
 @admin.register(PoolApiKey)
-class PoolApiKeyAdmin(SecretIssuingAdmin):
+class PoolApiKeyAdmin(PoolScoped, SecretIssuingAdmin):
     list_display = ["prefix", "name", "pool", "usage", "expires_at", "paused_at", "revoked_at", "last_used_at"]
-    list_filter = ["pool"]
+    list_filter = [("pool", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "prefix"]
     fieldsets = [
         (None, {"fields": ["pool", "name", "prefix", "usage", "rpm", "tokens_per_day", "max_concurrent"]}),
@@ -379,11 +443,20 @@ class McpTokenAdmin(SecretIssuingAdmin):
     list_display = ["prefix", "name", "user", "can_write", "expires_at", "revoked_at", "last_used_at"]
     fields = ["user", "name", "can_write", "prefix", "expires_at", "revoked_at", "created_at", "last_used_at"]
 
+    def get_queryset(self, request):
+        return scope_of(request).tokens()
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            # A pool operator's tokens are their own, and read what they read.
+            kwargs["queryset"] = type(request.user).objects.filter(pk=request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
 
 @admin.register(SessionAffinity)
-class SessionAffinityAdmin(AuditedAdmin):
+class SessionAffinityAdmin(PoolScoped, AuditedAdmin):
     list_display = ["session_key_hash", "pool", "account", "previous_account", "move_reason", "moves", "expires_at"]
-    list_filter = ["pool", "move_reason"]
+    list_filter = [("pool", admin.RelatedOnlyFieldListFilter), "move_reason"]
 
     def has_add_permission(self, request):
         return False
@@ -429,7 +502,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(RequestLog)
-class RequestLogAdmin(ReadOnlyAdmin):
+class RequestLogAdmin(PoolScoped, ReadOnlyAdmin):
     list_display = [
         "created_at",
         "route",
@@ -465,6 +538,14 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "context_lost",
     ]
     search_fields = ["request_id", "model", "error_code"]
+
+    def get_list_filter(self, request):
+        if scope_of(request).everything:
+            return self.list_filter
+        # A pool operator's choices list only what their rows refer to (no other pool's names).
+        related = {"pool", "account", "api_key"}
+        return [(name, admin.RelatedOnlyFieldListFilter) if name in related else name for name in self.list_filter]
+
     date_hierarchy = "created_at"
     exclude = ["attempts"]
     readonly_fields = ["attempt_table"]
@@ -493,6 +574,9 @@ class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor", "action", "object_type", "object_repr"]
     list_filter = ["action", "object_type"]
     search_fields = ["actor", "object_repr"]
+
+    def get_queryset(self, request):
+        return scope_of(request).audit_events()
 
     def has_delete_permission(self, request, obj=None):
         # The trail must outlive whoever it records, superusers included.

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from . import pricing, usage
 from .models import Pool, RequestLog
+from .operators import Scope
 
 _CHART_WIDTH, _CHART_HEIGHT = 480, 120
 
@@ -33,10 +34,10 @@ def _bars(rows: dict, slots: list, field: str) -> list[dict]:
     ]
 
 
-def _series(since, trunc, step: timedelta, count: int, now) -> dict:
+def _series(logs, since, trunc, step: timedelta, count: int, now) -> dict:
     rows = {
         row["slot"]: row
-        for row in RequestLog.objects.filter(created_at__gte=since)
+        for row in logs.filter(created_at__gte=since)
         .annotate(slot=trunc("created_at"))
         .values("slot")
         .annotate(requests=Count("id"), tokens=Sum("total_tokens"), cost=Sum("cost_usd"))
@@ -78,11 +79,11 @@ def _pool_capacity(pool: Pool, now) -> dict:
     return {"pool": pool, "accounts": accounts, "eligible": len(eligible), "soonest_reset": min(resets, default=None)}
 
 
-def _session_moves(since) -> list[dict]:
+def _session_moves(logs, since) -> list[dict]:
     """How often sessions compact and move, per pool, key and account (a move that dropped a compacted
     history is the costly kind: the model lost everything the compaction summarised)."""
     return list(
-        RequestLog.objects.filter(created_at__gte=since)
+        logs.filter(created_at__gte=since)
         .filter(Q(compaction=True) | Q(migrated_from__isnull=False))
         .values("pool__name", "api_key__name", "account__label")
         .annotate(
@@ -117,10 +118,10 @@ def _cost_and_cache(rows, today, *fields, limit: int | None = 20) -> list[dict]:
     ]
 
 
-def _value(now) -> dict:
+def _value(logs, now) -> dict:
     """This month's turns at API prices: the value of the pools, by pool, key, account and model."""
     today, month = usage.day_start(now), usage.month_start(now)
-    rows = RequestLog.objects.filter(created_at__gte=month)
+    rows = logs.filter(created_at__gte=month)
     total = rows.aggregate(**usage.COST_AND_CACHE)
     return {
         "since": month,
@@ -141,10 +142,13 @@ def _sessions(pool: Pool, since) -> dict:
 
 
 def dashboard(request):
+    """The dashboard of the pools the user may see (every pool for an owner), from their rows only."""
     now = timezone.now()
     week = now - timedelta(days=7)
-    value = _value(now)
-    pools = [_pool_capacity(pool, now) for pool in Pool.objects.order_by("name")]
+    scope = Scope.of(request.user)
+    logs = scope.filter(RequestLog.objects.all(), "pool")
+    value = _value(logs, now)
+    pools = [_pool_capacity(pool, now) for pool in scope.pools().order_by("name")]
     for cap in pools:
         cap["value"] = value["pools"].get(cap["pool"].id)
         cap["sessions"] = _sessions(cap["pool"], value["since"])
@@ -153,18 +157,20 @@ def dashboard(request):
         "title": "Pooler dashboard",
         "pools": pools,
         "value": value,
-        "day": _series(now - timedelta(hours=24), TruncHour, timedelta(hours=1), 24, now),
-        "week": _series(week.replace(hour=0, minute=0, second=0, microsecond=0), TruncDay, timedelta(days=1), 7, now),
-        "top_keys": RequestLog.objects.filter(created_at__gte=week, api_key__isnull=False)
+        "day": _series(logs, now - timedelta(hours=24), TruncHour, timedelta(hours=1), 24, now),
+        "week": _series(
+            logs, week.replace(hour=0, minute=0, second=0, microsecond=0), TruncDay, timedelta(days=1), 7, now
+        ),
+        "top_keys": logs.filter(created_at__gte=week, api_key__isnull=False)
         .values("api_key__prefix", "api_key__name")
         .annotate(tokens=Sum("total_tokens"), requests=Count("id"))
         .order_by("-tokens")[:10],
-        "top_models": RequestLog.objects.filter(created_at__gte=week)
+        "top_models": logs.filter(created_at__gte=week)
         .exclude(model="")
         .values("model")
         .annotate(tokens=Sum("total_tokens"), requests=Count("id"))
         .order_by("-tokens")[:10],
-        "session_moves": _session_moves(week),
+        "session_moves": _session_moves(logs, week),
         "chart_width": _CHART_WIDTH,
         "chart_height": _CHART_HEIGHT,
     }

@@ -65,7 +65,9 @@ def month_start(now: datetime) -> datetime:
     return day_start(now).replace(day=1)
 
 
-def session_moves(since: datetime, until: datetime | None = None, pool: Pool | None = None) -> dict:
+def session_moves(
+    since: datetime, until: datetime | None = None, pool: Pool | None = None, pool_ids: frozenset[int] | None = None
+) -> dict:
     """Sessions seen in the period and how many of them touched more than one account.
 
     A session's pin lives while it is used (renewed up to the pool's sticky TTL ahead) and the worker deletes
@@ -76,5 +78,7 @@ def session_moves(since: datetime, until: datetime | None = None, pool: Pool | N
         pins = pins.filter(created_at__lt=until)
     if pool is not None:
         pins = pins.filter(pool=pool)
+    if pool_ids is not None:  # an operator's pools
+        pins = pins.filter(pool_id__in=pool_ids)
     counts = pins.aggregate(seen=Count("id"), moved=Count("id", filter=Q(moves__gt=0)))
     return {**counts, "moved_share": round(counts["moved"] / counts["seen"], 4) if counts["seen"] else None}

@@ -12,6 +12,7 @@ from django.utils import timezone
 from mcp.server.transport_security import TransportSecuritySettings
 
 from accounts.models import McpToken
+from accounts.operators import Scope, current_scope
 from proxy import metrics
 from proxy.auth import bearer_token
 from proxy.dbthread import on_db_thread
@@ -35,14 +36,15 @@ _transport = server.streamable_http_app(
 )
 
 
-def _authorized(raw: str) -> bool:
+def _authorized(raw: str) -> Scope | None:
+    """The pools the token's operator may see, or None for a token that is not live."""
     token = live_token(raw)
     if token is None:
-        return False
+        return None
     now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         McpToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return True
+    return Scope.of(token.user)
 
 
 async def _refuse(send, error: PoolerError) -> None:
@@ -144,8 +146,11 @@ class McpApp:
 
     async def __call__(self, scope, receive, send):
         headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope.get("headers", [])}
-        if not await on_db_thread(_authorized)(bearer_token(headers)):
+        pools = await on_db_thread(_authorized)(bearer_token(headers))
+        if pools is None:
             return await _refuse(send, _DENIED)
+        # Read by every tool of this request (queries.py), down to the database threads (contextvars follow).
+        current_scope.set(pools)
         limit = settings.POOLER_MAX_BODY_BYTES
         try:
             body, messages = await _read_body(receive, headers.get("content-length", ""), limit)

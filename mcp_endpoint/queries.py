@@ -10,7 +10,8 @@ from django.utils.dateparse import parse_datetime
 
 from accounts import audit, budgets, usage
 from accounts import keys as key_life
-from accounts.models import AccountStatus, AuditLog, Pool, PoolApiKey, PoolMembership, RequestLog, UpstreamAccount
+from accounts.models import AccountStatus, Pool, PoolApiKey, PoolMembership, RequestLog, UpstreamAccount
+from accounts.operators import Scope, current_scope
 from accounts.usage import key_usage
 
 
@@ -31,16 +32,21 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     return moment if moment.tzinfo else timezone.make_aware(moment, timezone.utc)
 
 
+def _scope() -> Scope:
+    """The pools the caller's MCP token may see (every pool for an owner's); each read below goes through it."""
+    return current_scope.get()
+
+
 def get_pool(name: str) -> Pool:
     try:
-        return Pool.objects.get(name=name)
+        return _scope().pools().get(name=name)
     except Pool.DoesNotExist:
-        known = ", ".join(Pool.objects.values_list("name", flat=True)[:20]) or "none"
+        known = ", ".join(_scope().pools().values_list("name", flat=True)[:20]) or "none"
         raise InvalidInput(f"no pool named {name!r} (pools: {known})") from None
 
 
 def get_account_row(account: str) -> UpstreamAccount:
-    row = UpstreamAccount.objects.filter(Q(label=account) | Q(chatgpt_account_id=account)).first()
+    row = _scope().accounts().filter(Q(label=account) | Q(chatgpt_account_id=account)).first()
     if row is None:
         raise InvalidInput(f"no account with label or ChatGPT account id {account!r} (see list_accounts)")
     return row
@@ -79,10 +85,14 @@ def account_summary(account: UpstreamAccount, now: datetime) -> dict:
     }
 
 
+def _logs():
+    return _scope().filter(RequestLog.objects.all(), "pool")
+
+
 def list_pools() -> list[dict]:
     now = timezone.now()
     pools = []
-    for pool in Pool.objects.order_by("name").prefetch_related("memberships__account"):
+    for pool in _scope().pools().order_by("name").prefetch_related("memberships__account"):
         members = [m for m in pool.memberships.all() if m.enabled]
         pools.append(
             {
@@ -123,7 +133,7 @@ def pool_status(pool_name: str) -> dict:
 
 def list_accounts(pool_name: str | None = None, status: str | None = None) -> list[dict]:
     now = timezone.now()
-    accounts = UpstreamAccount.objects.order_by("label")
+    accounts = _scope().accounts().order_by("label")
     if pool_name:
         accounts = accounts.filter(memberships__pool=get_pool(pool_name))
     if status:
@@ -136,15 +146,15 @@ def list_accounts(pool_name: str | None = None, status: str | None = None) -> li
 def get_account(account: str) -> dict:
     row = get_account_row(account)
     summary = account_summary(row, timezone.now())
-    summary["pools"] = list(row.memberships.values_list("pool__name", flat=True))
-    summary["requests_last_24h"] = RequestLog.objects.filter(
-        account=row, created_at__gte=timezone.now() - timedelta(hours=24)
-    ).count()
+    summary["pools"] = list(_scope().filter(row.memberships.all(), "pool").values_list("pool__name", flat=True))
+    summary["requests_last_24h"] = (
+        _logs().filter(account=row, created_at__gte=timezone.now() - timedelta(hours=24)).count()
+    )
     return summary
 
 
 def list_api_keys(pool_name: str | None = None) -> list[dict]:
-    keys = PoolApiKey.objects.select_related("pool").order_by("pool__name", "created_at")
+    keys = _scope().keys().select_related("pool").order_by("pool__name", "created_at")
     if pool_name:
         keys = keys.filter(pool=get_pool(pool_name))
     now = timezone.now()
@@ -179,7 +189,7 @@ def list_api_keys(pool_name: str | None = None) -> list[dict]:
 
 
 def _requests_filtered(since, until, pool, key_prefix, account, model, status_code, outcome):
-    rows = RequestLog.objects.select_related("pool", "api_key", "account", "migrated_from")
+    rows = _logs().select_related("pool", "api_key", "account", "migrated_from")
     if (start := parse_time(since, "since")) is not None:
         rows = rows.filter(created_at__gte=start)
     if (end := parse_time(until, "until")) is not None:
@@ -308,7 +318,9 @@ def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> d
         # What the period's turns would have cost at API prices, and how many had no price (not counted in it).
         "cost_usd": _dollars(sum(priced)) if priced else None,
         "unpriced_requests": sum(g["unpriced_requests"] for g in found),
-        "sessions": usage.session_moves(start, parse_time(until, "until"), get_pool(pool) if pool else None),
+        "sessions": usage.session_moves(
+            start, parse_time(until, "until"), get_pool(pool) if pool else None, pool_ids=_scope().pool_ids
+        ),
         "groups": [
             {
                 "group": _iso(g[field]) if isinstance(g[field], datetime) else g[field],
@@ -324,7 +336,7 @@ def usage_summary(group_by: str = "key", since=None, until=None, pool=None) -> d
 def recent_audit_events(limit: int = 50, actor: str | None = None, action: str | None = None) -> list[dict]:
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500")
-    events = AuditLog.objects.all()
+    events = _scope().audit_events()
     if actor:
         events = events.filter(actor=actor)
     if action:
@@ -367,7 +379,7 @@ def set_account_status(account: str, status: str, actor: str) -> dict:
 
 
 def revoke_api_key(prefix: str, actor: str) -> dict:
-    key = PoolApiKey.objects.filter(prefix=prefix.rstrip("….")).first()
+    key = _scope().keys().filter(prefix=prefix.rstrip("….")).first()
     if key is None:
         raise InvalidInput(f"no Pool API key with prefix {prefix!r} (see list_api_keys)")
     if key.revoked_at is None:
@@ -380,9 +392,12 @@ def revoke_api_key(prefix: str, actor: str) -> dict:
 
 def _key(prefix: str) -> PoolApiKey:
     try:
-        return key_life.by_prefix(prefix)
+        key = key_life.by_prefix(prefix)
     except key_life.KeyNotFound as error:
         raise InvalidInput(f"{error} (see list_api_keys)") from None
+    if not _scope().keys().filter(pk=key.pk).exists():
+        raise InvalidInput(f"no Pool API key with prefix {prefix!r} in your pools (see list_api_keys)")
+    return key
 
 
 def set_key_paused(prefix: str, paused: bool, actor: str) -> dict:

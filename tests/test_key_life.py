@@ -117,7 +117,7 @@ def test_mcp_lists_the_life_of_keys_and_write_tokens_pause_and_rotate(pooler, si
     key, raw = make_key(pool, expires_at=timezone.now() + timedelta(days=3), budgets=[
         {"window": "day", "kind": "tokens", "amount": 1000}
     ])  # fmt: skip
-    user = User.objects.create_user("keeper")
+    user = User.objects.create_user("keeper", is_superuser=True)
     _, reader = make_mcp_token(user)
     _, writer = make_mcp_token(user, can_write=True)
     url = f"{pooler.url}/mcp"

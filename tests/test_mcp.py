@@ -53,7 +53,7 @@ async def mcp_session(url: str, token: str):
 
 @pytest.fixture
 def seeded():
-    ops = get_user_model().objects.create_user("ops")
+    ops = get_user_model().objects.create_user("ops", is_superuser=True)  # an owner: every pool
     pool = make_pool(name="team")
     now = timezone.now()
     busy = make_account(pool, label="busy", primary_used_percent=91.0, primary_resets_at=now + timedelta(hours=1))

@@ -24,4 +24,7 @@ class Command(BaseCommand):
         token.save()
         audit.record("cli", "create_mcp_token", token, None, audit.snapshot(token))
         self.stderr.write(f"created MCP token {token.prefix}… for {owner}; store it now, it is shown once")
+        if not owner.is_superuser and not owner.operated_pools.exists():
+            # Tokens read what their user may see: an owner every pool, a pool operator their pools.
+            self.stderr.write(f"note: {owner} is neither an owner nor operator of any pool: the token reads nothing")
         self.stdout.write(raw)
