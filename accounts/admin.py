@@ -3,17 +3,19 @@
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from . import audit, keys, pricing
+from . import audit, invites, keys, pricing
 from .importing import ImportError_, parse_auth_json, store_account
 from .models import (
     AccountStatus,
     AuditLog,
     McpToken,
     ModelPrice,
+    OperatorInvite,
     Pool,
     PoolApiKey,
     PoolMembership,
@@ -581,3 +583,65 @@ class AuditLogAdmin(ReadOnlyAdmin):
     def has_delete_permission(self, request, obj=None):
         # The trail must outlive whoever it records, superusers included.
         return False
+
+
+class InviteForm(forms.ModelForm):
+    email = forms.EmailField(help_text="Their username if they are new.")
+    pools = forms.ModelMultipleChoiceField(Pool.objects.all(), required=False, help_text="The pools they operate.")
+    owner = forms.BooleanField(required=False, help_text="An owner sees and changes everything (a superuser).")
+
+    class Meta:
+        model = OperatorInvite
+        fields = []
+
+    def clean(self):
+        if not self.cleaned_data.get("pools") and not self.cleaned_data.get("owner"):
+            raise forms.ValidationError("Choose the pools they operate, or make them an owner.")
+        return self.cleaned_data
+
+
+@admin.register(OperatorInvite)
+class OperatorInviteAdmin(admin.ModelAdmin):
+    """Owners invite operators: the link is shown once, in the add response (only its hash is stored)."""
+
+    form = InviteForm
+    list_display = ["user", "created_by", "created_at", "expires_at", "used_at"]
+    readonly_fields = ["user", "created_by", "created_at", "expires_at", "used_at"]
+    actions = ["expire_invites"]
+
+    def get_fields(self, request, obj=None):
+        return ["email", "pools", "owner"] if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        row, request.invite_token = invites.invite(
+            data["email"], list(data["pools"]), owner=data["owner"], actor=actor_of(request)
+        )
+        obj.pk = obj.id = row.pk
+        obj.refresh_from_db()
+
+    def response_add(self, request, obj, post_url_continue=None):
+        link = request.build_absolute_uri(reverse("accept-invite", args=[request.invite_token]))
+        return TemplateResponse(
+            request,
+            "admin/accounts/secret_issued.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Invite of {obj.user}",
+                "opts": self.opts,
+                "object": obj,
+                "raw": link,
+                "invite": True,
+            },
+        )
+
+    @admin.action(description="Expire selected invites (their links stop working)")
+    def expire_invites(self, request, queryset):
+        for row in queryset.filter(used_at__isnull=True, expires_at__gt=timezone.now()):
+            row.expires_at = timezone.now()
+            row.save(update_fields=["expires_at"])
+            audit.record(actor_of(request), "expire_invite", row)
+        self.message_user(request, "expired")

@@ -176,6 +176,8 @@ POOLER_METRICS_TOKEN = env("POOLER_METRICS_TOKEN", default="")
 POOLER_METRICS_ALLOWED_NETWORKS = env.list("POOLER_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
 # Proxies (CIDRs) whose X-Forwarded-For is believed when reading a client's address; empty: the peer is the client.
 POOLER_TRUSTED_PROXIES = env.list("POOLER_TRUSTED_PROXIES", default=[])
+# How long an operator's invite link (invite_operator, the admin's Operator invites) can be used.
+POOLER_INVITE_HOURS = env.int("POOLER_INVITE_HOURS", default=72)
 
 LOGGING = {
     "version": 1,

@@ -63,12 +63,18 @@ def test_no_secret_or_prompt_leaks_after_a_run(pooler, simulator):
         "/admin/accounts/poolapikey/",
         "/admin/accounts/sessionaffinity/",
         "/admin/accounts/mcptoken/",
+        "/admin/accounts/operatorinvite/",
     ]:
         seen.append(client.get(url).content.decode())
+    # An invite's link is shown once, to the owner who made it; its token is nowhere else.
+    invite = client.post("/admin/accounts/operatorinvite/add/", {"email": "new@example.com", "owner": "on"})
+    invite_token = invite.content.decode().split("/admin/invite/")[1].split("/")[0]
+    seen.append(client.get("/admin/accounts/operatorinvite/").content.decode())
 
     account.refresh_from_db()
     haystack = "\n".join(seen) + all_stored_text() + pooler.log()
-    for secret in [key, mcp_token, account.access_token, account.refresh_token, account.id_token, prompt]:
+    secrets_ = [key, mcp_token, account.access_token, account.refresh_token, account.id_token, prompt, invite_token]
+    for secret in secrets_:
         assert secret not in haystack
 
 
