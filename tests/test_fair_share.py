@@ -2,15 +2,18 @@
 steady one; turns wait for a slot, bounded, before a 429 (two gateway processes on one database)."""
 
 import asyncio
+import threading
 import time
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from accounts.models import RequestLog, SlotWaiter
-from tests.codex_turns import session_headers, turn_body
+from tests.codex_turns import post_turns, session_headers, turn_body
 from tests.factories import make_account, make_key, make_pool
 from tests.support.pooler import PoolerServer
+from tests.test_websocket_route import create_frame, read_turn, ws_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,4 +122,23 @@ def test_a_client_gone_while_waiting_leaves_nothing_behind(gateways, simulator):
     assert [r.status_code for r in served] == [200] * 4
     [row] = rows_of(leaver_row, 1)
     assert row.status_code == 499 and row.outcome == "client_closed" and 0 < row.queued_ms < WAIT * 1000
+    assert not SlotWaiter.objects.exists()
+
+
+def test_a_websocket_turn_waits_for_a_slot_too(gateways, simulator):
+    pool = slow_pool(simulator)
+    _, busy = make_key(pool)
+    steady_row, steady = make_key(pool)
+    server = gateways[1]
+    flood = threading.Thread(target=lambda: asyncio.run(post_turns([(server.codex_base_url, busy, None)] * 4)))
+    flood.start()
+    time.sleep(0.5)  # every slot taken
+    url = server.codex_base_url.replace("http://", "ws://") + "/responses"
+    with connect(url, additional_headers=ws_headers(steady)) as ws:
+        ws.send(create_frame())
+        events = read_turn(ws)
+    flood.join()
+    assert events[-1]["type"] == "response.completed"
+    [row] = rows_of(steady_row, 1)
+    assert row.transport == "websocket" and row.status_code == 200 and 0 < row.queued_ms <= WAIT * 1000
     assert not SlotWaiter.objects.exists()
