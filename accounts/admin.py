@@ -7,6 +7,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import audit, invites, keys, pricing
 from .importing import ImportError_, parse_auth_json, store_account
@@ -28,6 +30,12 @@ from .probe import send_test_turn
 from .quota_poll import poll_quota
 from .tokens import try_refresh
 from .usage import key_usage
+
+# Their pages would show authenticator keys and recovery codes: two-factor sign-in is managed by its user at
+# /admin/2fa/ and by `manage.py unlock_operator --reset-2fa`.
+for _device in (TOTPDevice, StaticDevice):
+    if admin.site.is_registered(_device):
+        admin.site.unregister(_device)
 
 # Message level of an action's verdict, by its first word ("ok" and reports of numbers are successes).
 _LEVELS = {"failed": messages.ERROR, "HTTP": messages.ERROR, "incomplete": messages.ERROR, "skipped": messages.WARNING}

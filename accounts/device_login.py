@@ -28,6 +28,7 @@ from .oauth import (
     poll_device_code,
     request_device_code,
 )
+from .operators import Scope
 
 _SESSION_KEY = "device_logins"
 _TEMPLATE = "admin/accounts/device_login.html"
@@ -73,6 +74,7 @@ def _check(model_admin, request) -> None:
 def start(model_admin, request):
     _check(model_admin, request)
     form = StartForm(request.POST or None)
+    form.fields["pool"].queryset = Scope.of(request.user).pools()  # a pool operator's own pools only
     if request.method == "POST" and form.is_valid():
         try:
             code = request_device_code()

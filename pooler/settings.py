@@ -1,6 +1,7 @@
 """Settings for Codex Pooler. Every knob is an environment variable with a safe default."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -21,13 +22,17 @@ PORT = env.int("PORT", default=4000)
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "accounts.apps.PoolerAdminConfig",  # django.contrib.admin, with two-factor sign-in
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
     "accounts",
     "proxy",
     "mcp_endpoint",
@@ -39,8 +44,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out sign-in
 ]
 
 # The runtime routes (Pool API keys, MCP tokens, probes) need none of the operator middleware above, and
@@ -86,6 +93,23 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# django-axes first: it refuses a sign-in while its user and address are locked out.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Every admin user must sign in with a code from an authenticator app (enrolled at /admin/2fa/); off, only those
+# who enrolled one must.
+POOLER_REQUIRE_2FA = env.bool("POOLER_REQUIRE_2FA", default=not DEBUG)
+OTP_TOTP_ISSUER = "Codex Pooler"
+# Failed sign-ins (a wrong password or code) allowed per user and address before they wait.
+AXES_FAILURE_LIMIT = env.int("POOLER_SIGNIN_FAILURES", default=5)
+# How long that wait is (minutes): a lockout always ends by itself; `manage.py unlock_operator` ends it now.
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("POOLER_SIGNIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "accounts.networks.request_address"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/pooler_locked_out.html"
+# No request log of successful sign-ins in axes' own tables (the audit log has what operators need).
+AXES_DISABLE_ACCESS_LOG = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -149,9 +173,6 @@ POOLER_READ_TIMEOUT = env.float("POOLER_READ_TIMEOUT", default=300.0)
 # request checks every connection of its pool, so several small pools cost less than one large one.
 POOLER_UPSTREAM_POOLS = env.int("POOLER_UPSTREAM_POOLS", default=16)
 POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS = env.int("POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS", default=32)
-# Longest wait (seconds) of a turn for a slot while every account is at its concurrent-turn cap, before a 429
-# (fair share between keys, README "Key policy"); 0: refused at once.
-POOLER_FAIR_SHARE_WAIT = env.float("POOLER_FAIR_SHARE_WAIT", default=10.0)
 # Longest wait for the first byte of a turn before trying another account.
 POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0)
 # A compaction turn whose account has used this much of a quota window moves first to an account with room

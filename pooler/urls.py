@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts.dashboard import dashboard
 from accounts.invite_views import accept_invite
+from accounts.two_factor import enrol
 from proxy import health
 from proxy.errors import error_json
 from proxy.metrics import metrics_view
@@ -14,6 +15,7 @@ urlpatterns = [
     path("metrics", metrics_view),
     path("favicon.ico", lambda request: HttpResponse(status=204)),  # browsers ask; nothing to show
     path("admin/invite/<str:token>/", accept_invite, name="accept-invite"),
+    path("admin/2fa/", enrol, name="pooler-2fa"),
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="pooler-dashboard"),
     path("admin/", admin.site.urls),
     path("", include("proxy.urls")),

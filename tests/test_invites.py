@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.http import HttpRequest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -51,7 +52,7 @@ def test_the_command_makes_a_one_time_link_for_a_pool_operator():
     assert mismatch.status_code == 200 and "errorlist" in mismatch.content.decode()
     done = set_password(client, link)
     assert done.status_code == 200 and "Your password is set" in done.content.decode()
-    assert client.login(username="nina@example.com", password="a long enough secret 42")
+    assert client.login(request=HttpRequest(), username="nina@example.com", password="a long enough secret 42")
     assert AuditLog.objects.filter(actor="invite:nina@example.com", action="accept_invite").exists()
     # Once used, the link is dead, for reading and for posting.
     for again in (Client().get(f"/admin/invite/{token}/"), set_password(Client(), link, "another one 5678")):

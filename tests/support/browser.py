@@ -33,8 +33,11 @@ class OperatorPage:
 
 
 @contextmanager
-def operator_page(url: str, username: str, password: str, width: int = 1400) -> Iterator[OperatorPage]:
-    """A page at the admin `url`, through its login form."""
+def operator_page(
+    url: str, username: str, password: str, width: int = 1400, *, code: str = "", wait_for: str | None = None
+) -> Iterator[OperatorPage]:
+    """A page at the admin `url`, through its login form (with a two-factor `code` when given), once at `wait_for`
+    (by default `url`)."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -60,8 +63,10 @@ def operator_page(url: str, username: str, password: str, width: int = 1400) -> 
         page.goto(url)
         page.fill("#id_username", username)
         page.fill("#id_password", password)
+        if code:
+            page.fill("#id_otp_token", code)
         page.click("input[type=submit]")
-        page.wait_for_url(url)
+        page.wait_for_url(wait_for or url)
         try:
             yield watched
         finally:
