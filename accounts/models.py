@@ -388,6 +388,21 @@ class ConcurrencySlot(models.Model):
     expires_at = models.DateTimeField(db_index=True)
 
 
+class SlotWaiter(models.Model):
+    """A turn waiting for one of its pool's accounts' concurrent turns (fair share, proxy/fair_share.py); rows,
+    so every process sees who waits: a freed slot goes to the waiting key that holds the fewest."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(PoolApiKey, on_delete=models.CASCADE, related_name="+")
+    request_id = models.CharField(max_length=64)
+    since = models.DateTimeField(auto_now_add=True)
+    # A row left by a crashed process stops counting after this time (its wait was bounded anyway).
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["pool", "expires_at"])]
+
+
 class Admission(models.Model):
     """One admitted request, for sliding-window requests-per-minute limits."""
 
@@ -429,6 +444,9 @@ class RequestLog(models.Model):
         default=False,
         help_text="The session reached this account without its compacted history (sealed to another account); "
         "the model was told in its place",
+    )
+    queued_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long the turn waited for a slot while every account was at its cap"
     )
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -173,6 +173,9 @@ POOLER_READ_TIMEOUT = env.float("POOLER_READ_TIMEOUT", default=300.0)
 # request checks every connection of its pool, so several small pools cost less than one large one.
 POOLER_UPSTREAM_POOLS = env.int("POOLER_UPSTREAM_POOLS", default=16)
 POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS = env.int("POOLER_UPSTREAM_KEEPALIVE_CONNECTIONS", default=32)
+# Longest wait (seconds) of a turn for a slot while every account is at its concurrent-turn cap, before a 429
+# (fair share between keys, README "Key policy"); 0: refused at once.
+POOLER_FAIR_SHARE_WAIT = env.float("POOLER_FAIR_SHARE_WAIT", default=10.0)
 # Longest wait for the first byte of a turn before trying another account.
 POOLER_FIRST_BYTE_TIMEOUT = env.float("POOLER_FIRST_BYTE_TIMEOUT", default=120.0)
 # A compaction turn whose account has used this much of a quota window moves first to an account with room

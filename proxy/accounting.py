@@ -59,6 +59,7 @@ class Turn:
     usage: dict | None = None
     quota: dict = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    queued_ms: int | None = None  # how long it waited for an account's slot (fair_share.py), when it did
     first_byte_at: float | None = None
     finished: bool = False
     ended: float = 0.0  # monotonic, and as a time, when the turn was finished
@@ -214,6 +215,7 @@ def _write(turn: Turn) -> None:
         migration_reason=turn.migration_reason[:60],
         compaction=turn.compaction,
         context_lost=turn.context_lost,
+        queued_ms=turn.queued_ms,
         ttft_ms=ttft_ms,
         duration_ms=duration_ms,
         client_ip=turn.client_ip,
@@ -231,6 +233,7 @@ def _write(turn: Turn) -> None:
             "route": turn.route,
             "status": turn.status_code,
             "outcome": turn.outcome,
+            "queued_ms": turn.queued_ms,
             "ttft_ms": ttft_ms,
             "duration_ms": duration_ms,
         },

@@ -24,14 +24,14 @@ from accounts.networks import client_address
 from accounts.quota import from_headers, from_usage_payload
 from accounts.tokens import RefreshFailed, refresh_account_async
 
-from . import db, metrics, migration, pool_quota, routing
+from . import db, fair_share, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish
 from .auth import authenticate, check_address
 from .body import require_model
 from .dbthread import DATABASE_DOWN, note_outage
-from .errors import DatabaseUnavailable, PoolerError, UpstreamUnavailable
+from .errors import DatabaseUnavailable, PoolerError
 from .sse import WATCHED_IN_FRAMES, observe_event
-from .turns import begin, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure
+from .turns import begin, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure, replan
 from .upstream import UpstreamFailure, client_headers, failure_from_response, upstream_headers
 
 log = logging.getLogger("pooler.websocket")
@@ -271,32 +271,45 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         failures: list[UpstreamFailure] = []
         tried: set[int] = set()
         index = 0
-        while index < len(candidates) and len(tried) < settings.POOLER_MAX_ATTEMPTS:
-            account, index = candidates[index], index + 1
-            tried.add(account.id)
-            if not await claim(turn, self.key, account):
-                turn.attempt(account, "at_capacity")
-                continue
-            try:
-                first = await self._attempt(turn, account, text, frame, state.full_input)
-            except UpstreamFailure as failure:
-                turn.attempt(account, failure.summary(), failure.status)
-                if failure.client_fault:
-                    await self._pass_through(turn, account, failure)
+        queue = fair_share.Queue(turn)
+        try:
+            while True:
+                while index < len(candidates) and len(tried) < settings.POOLER_MAX_ATTEMPTS:
+                    account, index = candidates[index], index + 1
+                    tried.add(account.id)
+                    if not await claim(turn, self.key, account):
+                        if not queue.waiting:
+                            turn.attempt(account, "at_capacity")
+                        continue
+                    await queue.leave()
+                    try:
+                        first = await self._attempt(turn, account, text, frame, state.full_input)
+                    except UpstreamFailure as failure:
+                        turn.attempt(account, failure.summary(), failure.status)
+                        if failure.client_fault:
+                            await self._pass_through(turn, account, failure)
+                            return
+                        await db.mark_failure(account, failure)
+                        failures.append(failure)
+                        await self._close_upstream()
+                        if turn.plan.hold and turn.plan.owner and turn.plan.owner.id == account.id:
+                            error = await db.held_error(account, failure.code or failure.kind)
+                            return await self._refuse(turn, error)
+                        if index >= len(candidates):
+                            candidates += await self._more_candidates(turn, session, tried)
+                        continue
+                    await self._started(state, account, first, failures)
                     return
-                await db.mark_failure(account, failure)
-                failures.append(failure)
-                await self._close_upstream()
-                if turn.plan.hold and turn.plan.owner and turn.plan.owner.id == account.id:
-                    error = await db.held_error(account, failure.code or failure.kind)
+                # Every account at its cap: wait for a slot (fair_share.py), then the pool's accounts anew.
+                if failures or not await queue.wait():
+                    break
+                try:
+                    candidates, index, tried = await replan(turn, session), 0, set()
+                except PoolerError as error:
                     return await self._refuse(turn, error)
-                if index >= len(candidates):
-                    candidates += await self._more_candidates(turn, session, tried)
-                continue
-            await self._started(state, account, first, failures)
-            return
-        error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
-        await self._refuse(turn, error)
+        finally:
+            await queue.leave()
+        await self._refuse(turn, final_error(failures) if failures else queue.refusal())
 
     async def _more_candidates(self, turn: Turn, session: str | None, tried: set[int]) -> list:
         """After the connection's account failed a later turn: the pool's other eligible accounts."""

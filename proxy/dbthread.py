@@ -11,6 +11,7 @@ every step. When the database cannot be reached at all, the step raises `DATABAS
 callers answer with 503 (logged once per outage, never a traceback per request).
 """
 
+import asyncio
 import functools
 import logging
 
@@ -57,3 +58,14 @@ def note_outage(error: Exception) -> None:
 
 def on_db_thread(step):
     return database_sync_to_async(reconnecting(step), thread_sensitive=False)
+
+
+async def run_to_end(step, *args):
+    """A database step that runs to its end even when the client leaves meanwhile: a slot it takes must reach
+    finish() to be freed, a wait it records must be ended."""
+    task = asyncio.ensure_future(on_db_thread(step)(*args))
+    try:
+        return await asyncio.shield(task)
+    finally:
+        if not task.done():
+            await asyncio.wait([task])

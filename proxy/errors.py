@@ -78,6 +78,12 @@ class RateLimited(PoolerError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
 
 
+class AccountsBusy(RateLimited):
+    """Every account that could serve the turn is at its concurrent-turn cap (a turn waits for a slot first)."""
+
+    code = "pool_at_capacity"
+
+
 class UsageLimitReached(RateLimited):
     """Every account that could serve is out of quota: the backend's own shape, so the Codex CLI shows
     "You've hit your usage limit" with the reset time instead of retrying."""

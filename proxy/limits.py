@@ -4,12 +4,12 @@ import math
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Func, Min, OuterRef, Subquery
+from django.db.models import Exists, F, Func, Min, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts import budgets
-from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog, UpstreamAccount
+from accounts.models import Admission, ConcurrencySlot, Pool, PoolApiKey, RequestLog, SlotWaiter, UpstreamAccount
 from accounts.usage import WINDOW, day_start
 
 from .errors import RateLimited
@@ -118,20 +118,51 @@ def claim_account(
 
     Only accounts with a `max_concurrent` cap need this (or a turn whose slot an earlier account capped).
     The account's row is locked while counting, so processes never overshoot the cap; a failover moves
-    the turn's slot to the next account.
+    the turn's slot to the next account. Fair share: a slot is refused too while another key of the pool
+    waits for one (a SlotWaiter) holding fewer than `key` does; that key's turn takes it when it tries again.
     """
     now = now or timezone.now()
     with transaction.atomic():
         if account.max_concurrent:
             UpstreamAccount.objects.select_for_update().filter(pk=account.pk).values_list("pk").get()
-            busy = ConcurrencySlot.objects.filter(account=account, expires_at__gt=now).exclude(pk=slot_id)
-            if busy.count() >= account.max_concurrent:
+            # Counted in one statement after the lock, as in admit(), fair share included: no query more than
+            # the count alone.
+            busy = ConcurrencySlot.objects.filter(account=OuterRef("pk"), expires_at__gt=now).exclude(pk=slot_id)
+            row = (
+                UpstreamAccount.objects.filter(pk=account.pk)
+                .values(busy=_aggregate(busy, "COUNT"), behind=Exists(_poorer_waiters(key, slot_id, now)))
+                .get()
+            )
+            if row["busy"] >= account.max_concurrent or row["behind"]:
                 return None
         if slot_id and ConcurrencySlot.objects.filter(pk=slot_id).update(account=account):
             return slot_id
         return ConcurrencySlot.objects.create(
             api_key=key, account=account, request_id=request_id, expires_at=now + SLOT_LIFETIME
         ).id
+
+
+def _poorer_waiters(key: PoolApiKey, slot_id: int | None, now: datetime):
+    """Turns of the pool's other keys waiting for a slot whose key holds fewer account slots than `key` (its
+    turn's own slot, moving in a failover, aside)."""
+    held = ConcurrencySlot.objects.filter(account__isnull=False, expires_at__gt=now)
+    mine = _aggregate(held.filter(api_key=key).exclude(pk=slot_id), "COUNT")
+    theirs = _aggregate(held.filter(api_key=OuterRef("api_key")), "COUNT")
+    waiting = SlotWaiter.objects.filter(pool_id=key.pool_id, expires_at__gt=now).exclude(api_key=key)
+    return waiting.annotate(held=theirs).filter(held__lt=mine)
+
+
+def wait_for_slot(key: PoolApiKey, request_id: str, seconds: float, now: datetime | None = None) -> int:
+    """Record a turn of `key` as waiting up to `seconds` for an account's slot; returns the row's id."""
+    now = now or timezone.now()
+    # Rows outlive their wait only when a process died: cleared here, on the waiting path alone.
+    SlotWaiter.objects.filter(pool_id=key.pool_id, expires_at__lte=now).delete()
+    expires_at = now + timedelta(seconds=seconds + 5)
+    return SlotWaiter.objects.create(pool_id=key.pool_id, api_key=key, request_id=request_id, expires_at=expires_at).id
+
+
+def stop_waiting(waiter_id: int) -> None:
+    SlotWaiter.objects.filter(pk=waiter_id).delete()
 
 
 def release(slot_id: int | None) -> None:

@@ -21,7 +21,7 @@ from accounts.models import (
 )
 
 from . import turn_reads
-from .errors import NoEligibleAccount, RateLimited, UsageLimitReached
+from .errors import AccountsBusy, NoEligibleAccount, RateLimited, UsageLimitReached
 
 # Headers the Codex CLI uses to name a session (new and old spellings), most specific first.
 SESSION_HEADERS = ("session-id", "session_id", "conversation_id", "thread-id")
@@ -244,11 +244,18 @@ def plan_turn(
         else:
             reason = owner.ineligibility(model, now) or "at_capacity"
             if plan.hold:
-                raise held_error(owner, reason, now)
+                raise _busy() if reason == "at_capacity" else held_error(owner, reason, now)
             plan.owner_unavailable = reason.split(":")[0]
     if not plan.accounts:
+        if any(a.is_eligible(model, now) and not _has_capacity(a) for a in fresh.values()):
+            raise _busy()
         raise _nothing_eligible(snapshot.accounts, model, now)
     return plan
+
+
+def _busy() -> AccountsBusy:
+    """Every account that could serve is at its concurrent-turn cap: the turn waits for a slot (fair_share.py)."""
+    return AccountsBusy("Every account of this pool that could serve this turn is at its concurrent-turn cap.")
 
 
 def holds(policy: str, compacted: bool) -> bool:

@@ -15,11 +15,12 @@ from django.utils import timezone
 from accounts.models import PoolApiKey, UpstreamAccount
 from accounts.tokens import RefreshFailed, refresh_account_async
 
-from . import db, key_policy, limits, metrics, migration, pool_quota, routing
+from . import db, fair_share, key_policy, limits, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish, observe_quota
 from .auth import check_address, check_usable, lookup_key
-from .dbthread import DATABASE_DOWN, note_outage, on_db_thread
+from .dbthread import DATABASE_DOWN, note_outage, run_to_end
 from .errors import (
+    AccountsBusy,
     DatabaseUnavailable,
     Forbidden,
     PoolerError,
@@ -68,8 +69,15 @@ def _prepare(
     _apply_policy(turn, body, earlier_input)
     # The slot is on the turn before planning can fail, so finish() frees it whatever happens next.
     turn.slot_id = limits.admit(key, turn.request_id, counted=not turn.is_prewarm)
-    turn.plan = routing.plan_turn(key.pool, turn.model, session, compacted=turn.compacted, compaction=turn.compaction)
+    try:
+        turn.plan = _plan(turn, session)
+    except AccountsBusy:
+        turn.plan = routing.Plan(accounts=[])  # the turn waits for a slot (fair_share.py), then is planned anew
     return turn.plan
+
+
+def _plan(turn: Turn, session: str | None) -> routing.Plan:
+    return routing.plan_turn(turn.key.pool, turn.model, session, compacted=turn.compacted, compaction=turn.compaction)
 
 
 def _recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
@@ -87,17 +95,6 @@ def _recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None
     return current
 
 
-async def _run_to_end(step, *args):
-    """A database step that runs to its end even when the client leaves meanwhile: a slot it takes must reach
-    finish() to be freed."""
-    task = asyncio.ensure_future(on_db_thread(step)(*args))
-    try:
-        return await asyncio.shield(task)
-    finally:
-        if not task.done():
-            await asyncio.wait([task])
-
-
 async def begin(
     turn: Turn, session: str | None, token: str = "", body: dict | None = None, earlier_input: list | None = None
 ) -> routing.Plan:
@@ -107,7 +104,7 @@ async def begin(
     A refusal of a known key is accounted (no upstream attempt) and raised; a refused token is only raised.
     """
     try:
-        return await _run_to_end(_prepare, turn, token, session, body, earlier_input)
+        return await run_to_end(_prepare, turn, token, session, body, earlier_input)
     except Unauthorized:
         raise
     except PoolerError as error:
@@ -119,7 +116,16 @@ async def begin(
 
 async def recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
     """See _recheck (a refusal by the key's policy or limits is raised, for the caller to account)."""
-    return await _run_to_end(_recheck, turn, account_id, body, earlier_input)
+    return await run_to_end(_recheck, turn, account_id, body, earlier_input)
+
+
+async def replan(turn: Turn, session: str | None) -> list[UpstreamAccount]:
+    """The accounts to try for a turn that waited for a slot ([] while every one is still at its cap)."""
+    try:
+        turn.plan = await run_to_end(_plan, turn, session)
+    except AccountsBusy:
+        return []
+    return turn.plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
 
 
 async def claim(turn: Turn, key: PoolApiKey, account: UpstreamAccount) -> bool:
@@ -259,7 +265,7 @@ class HttpTurn:
             plan = await begin(turn, session, self.token, body if isinstance(body, dict) else None)
             if turn.rewritten:
                 self.raw = None  # the key's policy changed the body: it is sent as changed
-            return await self._failover(plan, body, content_type)
+            return await self._failover(plan, body, content_type, session)
         except PoolerError as error:
             return error_response(error, turn.request_id)
         except DATABASE_DOWN as down:
@@ -279,34 +285,50 @@ class HttpTurn:
                 await turn.settle(500, "internal_error", "internal_error")
             raise
 
-    async def _failover(self, plan: routing.Plan, body: dict | bytes, content_type: str | None):
-        """Try the plan's accounts in order until one sends a first byte (see `open`)."""
+    async def _failover(self, plan: routing.Plan, body: dict | bytes, content_type: str | None, session: str | None):
+        """Try the plan's accounts in order until one sends a first byte (see `open`); while every one is at its
+        cap, wait for a slot (fair_share.py) and plan again."""
         turn = self.turn
         failures: list[UpstreamFailure] = []
-        for account in plan.accounts[: settings.POOLER_MAX_ATTEMPTS]:
-            moved = plan.owner is not None and plan.owner.id != account.id
-            if not await claim(turn, turn.key, account):
-                turn.attempt(account, "at_capacity")
-                continue
-            try:
-                account, opened = await self._try(account, body, content_type, strip=moved)
-            except UpstreamFailure as failure:
-                turn.attempt(account, failure.summary(), failure.status)
-                if failure.client_fault:
-                    return await self._pass_through(account, failure)
-                await db.mark_failure(account, failure)
-                failures.append(failure)
-                if plan.hold and not moved:
-                    return await self._refuse(await db.held_error(account, failure.code or failure.kind), failures)
-                continue
-            self.raw = None  # the upstream has it
-            turn.attempt(account, "ok", opened.response.status_code)
-            turn.account, turn.status_code = account, opened.response.status_code
-            turn.first_byte_at = time.monotonic()
-            turn.note_migration(account, failures)
-            observe_quota(turn, opened.response.headers)
-            return opened
-        error = final_error(failures) if failures else UpstreamUnavailable("No upstream account could be tried.")
+        queue = fair_share.Queue(turn)
+        accounts = plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
+        try:
+            while True:
+                for account in accounts:
+                    moved = turn.plan.owner is not None and turn.plan.owner.id != account.id
+                    if not await claim(turn, turn.key, account):
+                        if not queue.waiting:
+                            turn.attempt(account, "at_capacity")
+                        continue
+                    await queue.leave()
+                    try:
+                        account, opened = await self._try(account, body, content_type, strip=moved)
+                    except UpstreamFailure as failure:
+                        turn.attempt(account, failure.summary(), failure.status)
+                        if failure.client_fault:
+                            return await self._pass_through(account, failure)
+                        await db.mark_failure(account, failure)
+                        failures.append(failure)
+                        if turn.plan.hold and not moved:
+                            error = await db.held_error(account, failure.code or failure.kind)
+                            return await self._refuse(error, failures)
+                        continue
+                    self.raw = None  # the upstream has it
+                    turn.attempt(account, "ok", opened.response.status_code)
+                    turn.account, turn.status_code = account, opened.response.status_code
+                    turn.first_byte_at = time.monotonic()
+                    turn.note_migration(account, failures)
+                    observe_quota(turn, opened.response.headers)
+                    return opened
+                if failures or not await queue.wait():
+                    break
+                try:
+                    accounts = await replan(turn, session)
+                except PoolerError as error:  # no longer only busy (accounts cooling down meanwhile)
+                    return await self._refuse(error, failures)
+        finally:
+            await queue.leave()
+        error = final_error(failures) if failures else queue.refusal()
         return await self._refuse(error, failures)
 
     async def _try(self, account: UpstreamAccount, body: dict | bytes, content_type: str | None, *, strip: bool):
@@ -341,7 +363,8 @@ class HttpTurn:
 
     async def _refuse(self, error: PoolerError, failures: list[UpstreamFailure]) -> HttpResponse:
         turn = self.turn
-        await turn.settle(error.status, "upstream_error", error.code)
+        # Without failures, nothing upstream was tried: every account was at its cap (or left the plan).
+        await turn.settle(error.status, "upstream_error" if failures else "rejected", error.code)
         return error_response(error, turn.request_id)
 
     async def _pass_through(self, account: UpstreamAccount, failure: UpstreamFailure) -> HttpResponse:

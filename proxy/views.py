@@ -7,8 +7,10 @@ import logging
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts import budgets
 from accounts.networks import request_address
 
 from . import metrics, migration, pool_quota
@@ -16,7 +18,7 @@ from .accounting import Turn
 from .auth import authenticate, check_address, require_bearer
 from .body import decode_body, parse_json_object, require_model
 from .compaction import compacted_output, trigger_turn
-from .dbthread import DATABASE_DOWN, note_outage
+from .dbthread import DATABASE_DOWN, note_outage, on_db_thread
 from .errors import DatabaseUnavailable, NotFound, PayloadTooLarge, PoolerError, error_response
 from .models_list import pool_models
 from .routing import sticky_key
@@ -227,9 +229,11 @@ async def realtime_calls(request, token, request_id):
 
 @runtime_view(("GET",))
 async def wham_usage(request, key, request_id):
-    """GET /backend-api/wham/usage: the pool's quota windows in the backend's shape, as the key's turns show them."""
+    """GET /backend-api/wham/usage: the pool's quota windows in the backend's shape, as the key's turns show them,
+    and the key's own budgets (`key_budgets`, as GET /v1/usage answers them)."""
     view = await pool_quota.current(key.pool)
-    return JsonResponse(view.usage(), headers={"x-request-id": request_id})
+    windows = await on_db_thread(budgets.report)(key, timezone.now())
+    return JsonResponse({**view.usage(), "key_budgets": windows}, headers={"x-request-id": request_id})
 
 
 @csrf_exempt

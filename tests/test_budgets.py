@@ -171,3 +171,6 @@ def test_v1_usage_shows_a_key_its_windows(pooler, simulator):
     assert five_hours["window_seconds"] == 5 * 3600 and five_hours["resets_at"]
     assert (week["model"], week["used"], week["resets_at"]) == ("gpt-5.5", 0, None)
     assert httpx.get(f"{pooler.url}/v1/usage", timeout=10).status_code == 401
+    # The Codex backend's usage route answers the same windows beside the pool's quota.
+    wham = httpx.get(f"{pooler.url}/backend-api/wham/usage", headers={"Authorization": f"Bearer {raw}"}, timeout=10)
+    assert wham.json()["key_budgets"] == usage.json()["budgets"] and "rate_limit" in wham.json()

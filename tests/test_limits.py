@@ -8,7 +8,7 @@ from accounts.tokens import RefreshFailed
 from accounts.usage import key_usage
 from proxy.accounting import mark_failure
 from proxy.errors import RateLimited
-from proxy.limits import admit, claim_account, release
+from proxy.limits import admit, claim_account, release, stop_waiting, wait_for_slot
 from proxy.routing import plan_turn
 from proxy.turns import refresh_failure
 from tests.factories import make_account, make_key, make_pool
@@ -113,3 +113,18 @@ def test_a_refresh_that_fails_for_now_cools_down_and_a_dead_one_needs_a_login():
     dead.refresh_from_db()
     assert flaky.status == AccountStatus.ACTIVE and flaky.cooldown_until > timezone.now()
     assert dead.status == AccountStatus.REAUTH_REQUIRED
+
+
+def test_a_freed_slot_goes_to_the_waiting_key_that_holds_fewest():
+    pool = make_pool()
+    account = make_account(pool, max_concurrent=2)
+    flood, _ = make_key(pool)
+    steady, _ = make_key(pool)
+    held = [claim_account(None, flood, f"f{i}", account) for i in range(2)]
+    waiting = wait_for_slot(steady, "s", 10)
+    release(held[0])
+    assert claim_account(None, flood, "f3", account) is None  # the steady key waits holding none
+    assert claim_account(None, steady, "s", account) is not None
+    stop_waiting(waiting)
+    release(held[1])
+    assert claim_account(None, flood, "f4", account) is not None  # no one poorer waits any more
