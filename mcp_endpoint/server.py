@@ -1,5 +1,6 @@
 """The operator MCP server: read tools over pools, accounts, keys and logs; write tools for tokens that may."""
 
+import json
 from collections.abc import Callable
 from typing import Literal
 
@@ -23,8 +24,11 @@ server = MCPServer(
 
 
 def _result(data, summary: str) -> CallToolResult:
+    """The data as structured content and, for clients that read only text (many do), as text: a one-line summary
+    (names in it may hold line breaks, so they are flattened), then the same JSON on the lines after it."""
     structured = data if isinstance(data, dict) else {"items": data}
-    return CallToolResult(content=[TextContent(type="text", text=summary)], structured_content=structured)
+    text = " ".join(summary.splitlines()) + "\n" + json.dumps(structured, ensure_ascii=False, indent=1)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
 
 async def _query(function: Callable, *args, **kwargs):

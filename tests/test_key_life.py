@@ -16,7 +16,7 @@ from accounts.models import AuditLog, PoolApiKey, RequestLog
 from accounts.secrets import prefix_of
 from tests.codex_turns import session_headers, turn_body
 from tests.factories import make_account, make_key, make_mcp_token, make_pool
-from tests.test_mcp import call_all
+from tests.test_mcp import call_all, text_json
 from tests.test_websocket_route import create_frame, read_turn, ws_headers, ws_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -132,6 +132,7 @@ def test_mcp_lists_the_life_of_keys_and_write_tokens_pause_and_rotate(pooler, si
             ("list_api_keys", {"pool": pool.name}),
         ],
     )
+    assert all(text_json(r) == r.structured_content for r in (paused, rotated, listed))
     assert paused.structured_content["paused_at"] is not None
     new = rotated.structured_content["new_key"]
     assert prefix_of(new) == key.prefix and rotated.structured_content["previous_secret_works_until"]

@@ -86,6 +86,13 @@ def seeded():
     return {"pool": pool, "busy": busy, "key": key, "raw_key": raw_key, "reader": reader, "writer": writer}
 
 
+def text_json(result):
+    """What a client that reads only the text content gets: the summary line, then the tool's JSON."""
+    summary, _, data = result.content[0].text.partition("\n")
+    assert summary and len(result.content) == 1
+    return json.loads(data)
+
+
 def call_all(url: str, token: str, calls: list[tuple[str, dict]]) -> list:
     async def run():
         async with mcp_session(url, token) as session:
@@ -141,7 +148,11 @@ def test_read_tools_answer_with_structured_metadata(pooler, seeded):
         }
     ]
     assert results[9].structured_content["items"][0]["action"] == "create_pool"
-    assert all(r.content[0].text for r in results)  # each has a short text summary
+    assert {name for name, _ in calls} == READ_TOOLS
+    # Clients that read only text content (most of them) get the same JSON, after a one-line summary.
+    for result in results:
+        assert text_json(result) == result.structured_content
+    assert text_json(by_name["get_account"])["quota"]["primary_used_percent"] == 91.0
 
 
 def test_bad_inputs_are_clear_tool_errors(pooler, seeded):
@@ -188,6 +199,8 @@ def test_write_tools_need_the_write_scope_and_are_audited(pooler, seeded):
         ],
     )
     assert not any(r.is_error for r in results)
+    assert [text_json(r)["status"] for r in results[:3]] == ["paused", "active", "paused"]
+    assert text_json(results[3])["prefix"] == seeded["key"].prefix
     assert UpstreamAccount.objects.get(label="busy").status == "paused"
     assert PoolApiKey.objects.get(pk=seeded["key"].pk).revoked_at is not None
     actions = list(AuditLog.objects.filter(actor="mcp:ops").values_list("action", flat=True))

@@ -13,7 +13,7 @@ from accounts import operators
 from accounts.models import AuditLog, Pool, PoolApiKey, RequestLog, SessionAffinity, UpstreamAccount
 from tests.factories import make_account, make_key, make_mcp_token, make_pool
 from tests.test_admin_pages import change_page_data
-from tests.test_mcp import call_all
+from tests.test_mcp import call_all, text_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,7 +125,8 @@ def test_an_operators_mcp_token_reads_and_writes_their_pools_only(pooler, two_po
             ("pause_account", {"account": "mine-account"}),
         ],
     )
-    reads = [r.structured_content for r in results[:6]]
+    # Read as a client that reads only the text content would.
+    reads = [text_json(r) for r in results[:6]]
     assert [p["name"] for p in reads[0]["items"]] == ["mine"]
     assert [a["label"] for a in reads[1]["items"]] == ["mine-account"]
     assert [k["name"] for k in reads[2]["items"]] == ["mine-key"]
