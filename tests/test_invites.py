@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.models import AuditLog, OperatorInvite, Pool
 from tests.factories import make_pool
+from tests.support.browser import ARTIFACTS, browser_page, needs_chromium, operator_page
 
 pytestmark = pytest.mark.django_db
 
@@ -118,3 +119,31 @@ def test_pool_operators_cannot_invite(admin_client):
     client = Client()
     client.force_login(olga)
     assert client.get(reverse("admin:accounts_operatorinvite_add")).status_code == 403
+
+
+@needs_chromium
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_an_invitee_sets_a_password_in_the_browser_once(pooler):
+    make_pool(name="team")
+    link = invite("--email", "nina@example.com", "--pool", "team", "--url", pooler.url)
+    password = "a long enough secret 42"
+    with browser_page() as visitor:
+        page = visitor.page
+        page.goto(link)
+        assert page.inner_text("#invitee") == "nina@example.com"
+        page.fill("#id_new_password1", password)
+        page.fill("#id_new_password2", password)
+        page.screenshot(path=str(ARTIFACTS / "invite-set-password.png"), full_page=True)
+        page.click("#invite-form input[type=submit]")
+        assert "Your password is set" in page.inner_text("#invite-done")
+        # The same link again, as a second visitor or a reload would open it: dead.
+        page.goto(link)
+        assert "already used" in page.inner_text("#invite-dead") and page.locator("#invite-form").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "invite-used.png"), full_page=True)
+    # The used page answers 410 (the browser logs it as well): nothing else went wrong.
+    assert f"410 {link}" in visitor.problems and visitor.foreign == []
+    assert [problem for problem in visitor.problems if "410" not in problem] == []
+    with operator_page(f"{pooler.url}/admin/dashboard/", "nina@example.com", password) as nina:
+        assert nina.page.locator("text=Pool team").count() == 1
+    assert nina.problems == []

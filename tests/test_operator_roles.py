@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts import operators
 from accounts.models import AuditLog, Pool, PoolApiKey, RequestLog, SessionAffinity, UpstreamAccount
 from tests.factories import make_account, make_key, make_mcp_token, make_pool
+from tests.support.browser import ARTIFACTS, needs_chromium, operator_page
 from tests.test_admin_pages import change_page_data
 from tests.test_mcp import call_all, text_json
 
@@ -65,6 +66,27 @@ def test_a_pool_operator_sees_only_their_pool_in_every_list(two_pools):
         "operators"
         not in client.get(reverse("admin:accounts_pool_change", args=[two_pools["mine"]["pool"].pk])).content.decode()
     )
+
+
+@needs_chromium
+@pytest.mark.browser
+def test_a_pool_operator_in_the_browser_sees_only_their_pool(pooler, two_pools):
+    with operator_page(f"{pooler.url}/admin/dashboard/", "olga", "pw") as operator:
+        page = operator.page
+        assert page.locator("text=Pool mine").count() == 1 and "theirs" not in page.content()
+        page.screenshot(path=str(ARTIFACTS / "operator-dashboard.png"), full_page=True)
+        for model, row in (("upstreamaccount", "mine-account"), ("poolapikey", "mine-key"), ("requestlog", "mine")):
+            page.goto(f"{pooler.url}{reverse(f'admin:accounts_{model}_changelist')}")
+            assert page.locator("#result_list tbody tr").count() == 1, model
+            assert row in page.inner_text("#result_list") and "theirs" not in page.content(), model
+            page.screenshot(path=str(ARTIFACTS / f"operator-{model}.png"), full_page=True)
+        # And every other list the sidebar offers them.
+        lists = page.eval_on_selector_all("#nav-sidebar th a", "links => links.map(a => a.href)")
+        assert len(lists) >= 6
+        for url in lists:
+            page.goto(url)
+            assert "theirs" not in page.content(), url
+    assert operator.problems == [] and operator.foreign == []
 
 
 def test_a_pool_operator_changes_their_pool_only_and_is_audited(two_pools):

@@ -33,11 +33,8 @@ class OperatorPage:
 
 
 @contextmanager
-def operator_page(
-    url: str, username: str, password: str, width: int = 1400, *, code: str = "", wait_for: str | None = None
-) -> Iterator[OperatorPage]:
-    """A page at the admin `url`, through its login form (with a two-factor `code` when given), once at `wait_for`
-    (by default `url`)."""
+def browser_page(width: int = 1400) -> Iterator[OperatorPage]:
+    """A blank page in headless Chromium, watched for errors and for requests that leave this machine."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -60,6 +57,20 @@ def operator_page(
                 else None
             ),
         )
+        try:
+            yield watched
+        finally:
+            browser.close()
+
+
+@contextmanager
+def operator_page(
+    url: str, username: str, password: str, width: int = 1400, *, code: str = "", wait_for: str | None = None
+) -> Iterator[OperatorPage]:
+    """A page at the admin `url`, through its login form (with a two-factor `code` when given), once at `wait_for`
+    (by default `url`)."""
+    with browser_page(width) as watched:
+        page = watched.page
         page.goto(url)
         page.fill("#id_username", username)
         page.fill("#id_password", password)
@@ -67,7 +78,4 @@ def operator_page(
             page.fill("#id_otp_token", code)
         page.click("input[type=submit]")
         page.wait_for_url(wait_for or url)
-        try:
-            yield watched
-        finally:
-            browser.close()
+        yield watched
