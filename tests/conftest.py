@@ -13,6 +13,14 @@ def pooler(django_db_setup, django_db_blocker, simulator):
     server.close()
 
 
+@pytest.fixture(scope="module")
+def second_pooler(django_db_setup, django_db_blocker, simulator):
+    """Another gateway process on the same database, for what must hold across processes."""
+    server = PoolerServer(extra_env={"POOLER_AUTH_BASE_URL": simulator.url})
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _drop_stray_connections_at_the_end(django_db_setup, django_db_blocker):
     """Worker threads of in-process consumers keep their connections; the test database drops only without them."""

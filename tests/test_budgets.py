@@ -17,17 +17,9 @@ from proxy.errors import RateLimited
 from proxy.limits import admit
 from tests.codex_turns import session_headers, turn_body
 from tests.factories import make_account, make_key, make_pool
-from tests.support.pooler import PoolerServer
 from tests.test_websocket_route import read_turn, ws_headers, ws_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def second_pooler(django_db_setup, django_db_blocker, simulator):
-    server = PoolerServer(extra_env={"POOLER_AUTH_BASE_URL": simulator.url})
-    yield server
-    server.close()
 
 
 def row(key, tokens: int, ago: timedelta, model: str = "gpt-5.2", cost: str | None = None) -> RequestLog:

@@ -12,16 +12,8 @@ from django.utils import timezone
 from accounts.models import ConcurrencySlot, RequestLog
 from tests.codex_turns import post_turns, session_headers, turn_body
 from tests.factories import make_account, make_key, make_pool
-from tests.support.pooler import PoolerServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def second_pooler(django_db_setup, django_db_blocker, simulator):
-    server = PoolerServer(extra_env={"POOLER_AUTH_BASE_URL": simulator.url})
-    yield server
-    server.close()
 
 
 def turns_seen(simulator, account_ids: set[str]) -> int:
