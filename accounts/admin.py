@@ -524,6 +524,7 @@ class RequestLogAdmin(PoolScoped, ReadOnlyAdmin):
         "status_code",
         "outcome",
         "ttft_ms",
+        "queued_ms",
         "duration_ms",
         "total_tokens",
         "cached_tokens",

@@ -29,7 +29,7 @@ from .accounting import Turn, finish
 from .auth import authenticate, check_address
 from .body import require_model
 from .dbthread import DATABASE_DOWN, note_outage
-from .errors import DatabaseUnavailable, PoolerError
+from .errors import AccountsBusy, DatabaseUnavailable, PoolerError
 from .sse import WATCHED_IN_FRAMES, observe_event
 from .turns import begin, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure, replan
 from .upstream import UpstreamFailure, client_headers, failure_from_response, upstream_headers
@@ -364,7 +364,9 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
 
     async def _refuse(self, turn: Turn, error: PoolerError) -> None:
         await self.send(text_data=error_frame(error))
-        await turn.settle(error.status, "upstream_error", error.code)
+        # No upstream failed a turn refused after its wait for a slot, as on the HTTP route.
+        outcome = "rejected" if error.code == AccountsBusy.code else "upstream_error"
+        await turn.settle(error.status, outcome, error.code)
 
     async def _attempt(
         self, turn: Turn, account, text: str, frame: dict, full_input: list, *, again: bool = True
