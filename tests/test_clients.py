@@ -4,14 +4,13 @@ simulator, each with the config its page shows (read from the page)."""
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from accounts.models import RequestLog
 from tests.factories import make_account, make_key, make_pool
 from tests.support.clients import AI_SDK, AIDER, CONTINUE, LLM, OPENCODE, documented, install
+from tests.support.rows import key_rows
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.clients]
 
@@ -42,17 +41,6 @@ def run(args: list, env: dict, cwd: Path | None = None, timeout: float = 60) -> 
     return done.stdout
 
 
-def turns_of(key_row, count: int, timeout: float = 5) -> list[RequestLog]:
-    """The key's request log rows, oldest first, once `count` are written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(RequestLog.objects.filter(api_key=key_row).order_by("created_at"))
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.05)
-    raise AssertionError(f"{count} RequestLog rows expected")
-
-
 def test_llm_prompts_streamed_and_not(pooler, pool_key, tmp_path):
     llm = install(LLM).binary
     key_row, key, _ = pool_key
@@ -67,7 +55,7 @@ def test_llm_prompts_streamed_and_not(pooler, pool_key, tmp_path):
     responses = run([llm, "-m", "pooler-gpt-5.2-responses", "--key", key, "on responses"], env)
     assert responses == "echo: on responses\n"
     assert not (user_path / "keys.json").exists()
-    rows = turns_of(key_row, 3)
+    rows = key_rows(key_row, 3)
     assert [(r.route, r.is_stream) for r in rows] == [
         ("v1.chat.completions", True),
         ("v1.chat.completions", False),
@@ -88,7 +76,7 @@ def test_vercel_ai_sdk_on_both_routes(pooler, pool_key, tmp_path):
         for route in ("chat completions", "responses")
         for call in ("generateText", "streamText")
     ]
-    rows = turns_of(key_row, 4)
+    rows = key_rows(key_row, 4)
     assert [(r.route, r.is_stream) for r in rows] == [
         ("v1.chat.completions", False),
         ("v1.chat.completions", True),
@@ -120,7 +108,7 @@ def test_opencode_run_on_both_routes(pooler, simulator, pool_key, tmp_path):
         events = run([opencode, "run", "-m", model, "--format", "json", prompt], env, cwd=project)
         texts = [e["part"]["text"] for e in map(json.loads, events.splitlines()) if e.get("type") == "text"]
         assert texts == [f"echo: {prompt}"]
-    rows = turns_of(key_row, 4)  # each run asks for a session title first
+    rows = key_rows(key_row, 4)  # each run asks for a session title first
     assert [r.route for r in rows] == ["v1.chat.completions"] * 2 + ["v1.responses"] * 2
     assert all(r.is_stream and r.outcome == "ok" and r.model == "gpt-5.2" for r in rows)
     # The agent's own turns carry its system prompt and its tools.
@@ -136,7 +124,7 @@ def test_continue_cli_headless_prompt(pooler, simulator, pool_key, tmp_path):
     config.write_text(documented("continue", "config.yaml", pooler.url))
     env = client_env(tmp_path / "home", CODEX_POOLER_API_KEY=key)
     assert run([cn, "-p", "--config", config, "hello continue"], env, cwd=tmp_path) == "echo: hello continue\n"
-    [row] = turns_of(key_row, 1)
+    [row] = key_rows(key_row, 1)
     assert (row.route, row.is_stream, row.outcome, row.model) == ("v1.responses", True, "ok", "gpt-5.2")
     [turn] = simulator.requests(kind="turn", account_id=account.chatgpt_account_id)
     assert {"Read", "Bash"} <= set(turn["tool_names"]) and turn["input_types"][0] == "message:developer"
@@ -181,7 +169,7 @@ def test_aider_edits_a_file_and_commits(pooler, pool_key, tmp_path):
         run(["git", "diff", "--quiet", "HEAD", "--", "hello.py"], env, cwd=repo)  # committed
     log = run(["git", "log", "--format=%s", "--", "hello.py"], env, cwd=repo).splitlines()
     assert len(log) == 3 and all(subject.startswith("echo: ") for subject in log[:2])  # the weak model's messages
-    rows = turns_of(key_row, 4)
+    rows = key_rows(key_row, 4)
     # The main model streams on chat completions; litellm sends the Codex-only weak model to the Responses API.
     assert [(r.route, r.is_stream, r.model) for r in rows] == [
         ("v1.chat.completions", True, "gpt-5.2"),

@@ -1,12 +1,11 @@
 """The real Codex CLI through the pooler, over HTTP/SSE and over websockets."""
 
-import time
-
 import pytest
 
 from accounts.models import RequestLog
 from tests.factories import make_account, make_key, make_pool
 from tests.support.codex import run_codex
+from tests.support.rows import key_rows
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.codex_cli]
 
@@ -27,16 +26,8 @@ def cli(codex_bin, pooler, key, prompt, tmp_path, *, websockets, resume_last=Fal
     )
 
 
-def turns_of(key_row, count: int, timeout: float = 10) -> list[RequestLog]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(
-            RequestLog.objects.filter(api_key=key_row, is_prewarm=False, route="codex.responses").order_by("created_at")
-        )
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} turns, found {len(rows)}")
+def turns_of(key_row, count: int) -> list[RequestLog]:
+    return key_rows(key_row, count, is_prewarm=False, route="codex.responses")
 
 
 def assert_no_http_turns(simulator) -> None:

@@ -7,7 +7,6 @@ CLI's side, `@patch` applies a patch, `@tokens` reports enough usage to push the
 
 import os
 import subprocess
-import time
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from pooler.client_config import API_KEY_ENV
 from proxy.migration import CONTEXT_LOST_NOTICE
 from tests.factories import make_account, make_key, make_pool
 from tests.support.codex import run_codex, transport_args
+from tests.support.rows import key_rows
 from tests.test_secrets_at_rest import all_stored_text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.codex_cli]
@@ -69,15 +69,9 @@ def fill_first_pool(simulator, first_fields: dict | None = None):
     return first, second, key_row, key
 
 
-def turns_of(key_row, count: int, timeout: float = 10) -> list[RequestLog]:
+def turns_of(key_row, count: int) -> list[RequestLog]:
     """The key's model requests (prewarms aside), oldest first, once `count` are written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(RequestLog.objects.filter(api_key=key_row, is_prewarm=False).order_by("created_at", "id"))
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} turns, found {len(rows)}")
+    return key_rows(key_row, count, is_prewarm=False)
 
 
 def upstream_turns(simulator, account) -> list[dict]:

@@ -7,10 +7,10 @@ import httpx
 import openai
 import pytest
 
-from accounts.models import RequestLog
 from proxy import openai_compat
 from proxy.sse import SseWatcher, encode_event
 from tests.factories import make_account, make_key, make_pool
+from tests.support.rows import key_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,16 +23,6 @@ def sdk(pooler, simulator):
     client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key=key, max_retries=0, timeout=30)
     client.key_row = key_row
     return client
-
-
-def rows_for(key_row, count: int, timeout: float = 5) -> list[RequestLog]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(RequestLog.objects.filter(api_key=key_row).order_by("created_at"))
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.05)
-    raise AssertionError("missing RequestLog rows")
 
 
 def test_models_list(sdk):
@@ -48,7 +38,7 @@ def test_responses_create_with_and_without_stream(sdk):
     stream = sdk.responses.create(model="gpt-5.2", input="streamed", stream=True)
     deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
     assert "".join(deltas) == "echo: streamed"
-    rows = rows_for(sdk.key_row, 2)
+    rows = key_rows(sdk.key_row, 2)
     assert [r.route for r in rows] == ["v1.responses", "v1.responses"]
     assert [r.is_stream for r in rows] == [False, True] and all(r.total_tokens > 0 for r in rows)
 
@@ -70,7 +60,7 @@ def test_chat_completions_with_and_without_stream(sdk):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: chunks"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
-    rows = rows_for(sdk.key_row, 2)
+    rows = key_rows(sdk.key_row, 2)
     assert all(r.route == "v1.chat.completions" and r.outcome == "ok" for r in rows)
 
 
@@ -102,7 +92,7 @@ def test_chat_tool_call_round_trip(sdk, simulator):
     )
     # The simulator answers a tool result by echoing it: the function_call_output reached the backend.
     assert second.choices[0].message.content == "echo: sunny" and second.choices[0].finish_reason == "stop"
-    rows = rows_for(sdk.key_row, 2)
+    rows = key_rows(sdk.key_row, 2)
     assert all(r.route == "v1.chat.completions" and r.status_code == 200 and r.outcome == "ok" for r in rows)
     assert all(r.total_tokens > 0 for r in rows)
 
@@ -120,7 +110,7 @@ def test_chat_json_schema_response_format(sdk):
         response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}},
     )
     assert json.loads(completion.choices[0].message.content) == {"answer": "echo: answer in json"}
-    [row] = rows_for(sdk.key_row, 1)
+    [row] = key_rows(sdk.key_row, 1)
     assert row.route == "v1.chat.completions" and row.status_code == 200 and row.outcome == "ok"
     assert row.model == "gpt-5.2" and row.total_tokens > 0
 
@@ -265,7 +255,7 @@ def test_the_sdk_does_not_hammer_an_exhausted_pool(pooler, simulator):
         assert error.value.response.headers["x-should-retry"] == "false"
         assert int(error.value.response.headers["retry-after"]) > 60
     # No retry: one request per call reached the pooler, one attempt ever reached the account.
-    assert len(rows_for(key_row, 2)) == 2
+    assert len(key_rows(key_row, 2)) == 2
     assert len(simulator.requests(kind="turn", account_id=spent.chatgpt_account_id)) == 1
     assert time.monotonic() - started < 5
 
