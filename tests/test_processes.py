@@ -1,5 +1,5 @@
 """`python -m deploy.serve`, the production command: supervisord runs two web processes on one listening socket
-and the worker, on one database. Turns land on both processes, a key's limits hold across them, and stopping
+and the worker, on one database. Both processes serve turns, a key's limits hold across them, and stopping
 supervisord leaves no process behind.
 
 Which process served a turn is read from the outside, as `ss -tp` would: the turn's connection (the client's
@@ -8,7 +8,9 @@ port) is held open by exactly one process, the one whose accept() took it from t
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -31,24 +33,42 @@ def served(django_db_setup, django_db_blocker, simulator):
     server.stop()
 
 
+@contextlib.contextmanager
+def only_running(served: ServedPooler, pid: int):
+    """Every other web process stopped (SIGSTOP): a connection made meanwhile is accepted by `pid`, since a stopped
+    process cannot call accept(). Which process wakes first is otherwise the kernel's choice, and under load one
+    process can take every connection of a short test."""
+    others = served.web_pids - {pid}
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+
+
 async def turns_by_process(served: ServedPooler, key: str, count: int, stagger: float) -> list[tuple[int, int]]:
-    """`count` turns started `stagger` seconds apart, each on a connection of its own; (status, pid of the web
-    process that served it) for each, in order."""
-    async with contextlib.AsyncExitStack() as clients:
+    """`count` turns started `stagger` seconds apart, each on a connection of its own that the web processes took
+    in turn; (status, pid of the web process that served it) for each, in order."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(httpx.AsyncClient(timeout=60)) for _ in range(count)]
+        pids = sorted(served.web_pids)
+        for i, client in enumerate(clients):
+            with only_running(served, pids[i % len(pids)]):
+                (await client.get(f"{served.url}/healthz")).raise_for_status()  # kept alive for the turn
 
         async def one(i: int) -> tuple[int, int]:
-            # Spread out, as agents start turns: a burst can land mostly on the first process to wake.
-            await asyncio.sleep(i * stagger)
-            client = await clients.enter_async_context(httpx.AsyncClient(timeout=60))
+            await asyncio.sleep(i * stagger)  # spread out, as agents start turns
             url = f"{served.codex_base_url}/responses"
-            async with client.stream("POST", url, json=turn_body(), headers=session_headers(key)) as response:
+            async with clients[i].stream("POST", url, json=turn_body(), headers=session_headers(key)) as response:
                 await response.aread()
                 return response.status_code, response.extensions["network_stream"].get_extra_info("client_addr")[1]
 
         results = await asyncio.gather(*(one(i) for i in range(count)))
         # Every client keeps its connection open, so each is still held by the process that accepted it.
-        pids = served.pids_by_client_port()
-    return [(status, pids[port]) for status, port in results]
+        held = served.pids_by_client_port()
+    return [(status, held[port]) for status, port in results]
 
 
 def test_the_web_processes_share_one_listening_socket(served):
