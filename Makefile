@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 4000
 CODEX_VERSION := 0.169.0
 
-.PHONY: run test test-fast lint demo bench profile soak codex-cli chromium clients clean
+.PHONY: run test test-fast lint demo bench profile soak codex-cli chromium promtool clients clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ clients: $(VENV)/.installed
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium unavailable: the browser test will be skipped"
 
+# Prometheus's promtool (Debian's `prometheus` package) checks and unit-tests docs/prometheus/alerts.yml.
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || echo "promtool unavailable: the alert rule tests will be skipped"
+
 # A deep listen queue: Twisted's default of 50 drops connections when many agents start turns at once.
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
@@ -40,7 +44,7 @@ serve: $(VENV)/.installed
 	PORT=$(PORT) $(PY) -m deploy.serve
 
 # On PostgreSQL when DATABASE_URL is set, else on the embedded SQLite.
-test: $(VENV)/.installed codex-cli chromium
+test: $(VENV)/.installed codex-cli chromium promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed
