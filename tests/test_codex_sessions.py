@@ -132,8 +132,13 @@ def test_an_account_runs_out_in_the_middle_of_a_tool_loop(codex_bin, pooler, sim
     first, second, key_row, key = fill_first_pool(simulator, {"primary_used_percent": 99.0, "percent_per_turn": 1.0})
     simulator.clear_requests()
     session = Session(codex_bin, pooler, key, tmp_path, websockets)
-    out = session.say("@exec echo loop-step-one\n@exec echo loop-step-two\n@say loop finished")
+    result = session.run("@exec echo loop-step-one\n@exec echo loop-step-two\n@say loop finished")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
     assert "loop finished" in out and "loop-step-one" in out and "loop-step-two" in out
+    # The user sees nothing of the move: no error, no retry or reconnect notice, on either stream.
+    for shown in (result.stdout.lower(), result.stderr.lower()):
+        assert not any(word in shown for word in ("error", "usage limit", "retrying", "reconnecting")), shown[-3000:]
     rows = turns_of(key_row, 3)
     assert rows[0].account_id == first.id
     assert [r.account_id for r in rows[1:]] == [second.id, second.id]
@@ -160,6 +165,7 @@ def test_a_compacted_session_whose_account_runs_out(codex_bin, pooler, simulator
     assert "recall: nothing" in out and "told: Note from the Codex Pooler gateway" in out
     moved = upstream_turns(simulator, second)[0]["input_types"]
     assert "compaction" not in moved and "message:developer" in moved[moved.index("message:user") :]
+    assert "reasoning" not in moved  # no item sealed to the first account reaches the second
     turns = RequestLog.objects.filter(api_key=key_row, is_prewarm=False)
     row = turns.filter(account=second).order_by("created_at", "id").first()
     assert row.migrated_from_id == first.id and row.context_lost

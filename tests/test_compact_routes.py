@@ -45,8 +45,9 @@ def test_the_codex_compact_route_answers_one_compaction_item_through_a_trigger_t
 
 def test_the_v1_compact_route_works_with_the_openai_sdk(pooler, simulator):
     pool = make_pool()
-    make_account(pool, simulator)
+    account = make_account(pool, simulator)
     key_row, key = make_key(pool)
+    simulator.clear_requests()
     client = openai.OpenAI(base_url=f"{pooler.url}/v1", api_key=key, max_retries=0, timeout=30)
     compacted = client.responses.compact(
         model="gpt-5.2",
@@ -58,6 +59,10 @@ def test_the_v1_compact_route_works_with_the_openai_sdk(pooler, simulator):
     assert len([item for item in compacted.output if item.type == "compaction"]) == 1
     assert compacted.usage.total_tokens > 0
     assert row_of("v1.responses.compact", key_row).compaction
+    # Made by one trigger turn carrying both messages, not by the retired compact endpoint.
+    (seen,) = simulator.requests(account_id=account.chatgpt_account_id)
+    assert seen["kind"] == "turn" and seen["compaction_trigger"]
+    assert seen["input_types"][-3:] == ["message:user", "message:user", "compaction_trigger"]
 
 
 def test_a_compaction_that_does_not_come_back_is_a_clear_502(pooler, simulator):
