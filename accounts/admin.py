@@ -3,7 +3,6 @@
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
@@ -633,7 +632,7 @@ class OperatorInviteAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
 
     def response_add(self, request, obj, post_url_continue=None):
-        link = request.build_absolute_uri(reverse("accept-invite", args=[request.invite_token]))
+        link = invites.link(request.build_absolute_uri("/"), request.invite_token)
         return TemplateResponse(
             request,
             "admin/accounts/secret_issued.html",

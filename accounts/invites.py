@@ -1,4 +1,8 @@
-"""Invites: a one-time, expiring link where a new operator sets a password. Only the hash of its token is kept."""
+"""Invites: a one-time, expiring link where a new operator sets a password. Only the hash of its token is kept.
+
+The token rides in the link's fragment (`/admin/invite/#<token>`): browsers never send a fragment, so the token is
+in no request line and no access log; the page posts it.
+"""
 
 import hashlib
 import secrets
@@ -7,6 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from . import audit, operators
@@ -58,6 +63,11 @@ def invite(email: str, pools: list[Pool], *, owner: bool, actor: str) -> tuple[O
             {"email": email, "owner": owner, "pools": sorted(p.name for p in pools), "expires_at": str(row.expires_at)},
         )
     return row, raw
+
+
+def link(base_url: str, raw: str) -> str:
+    """The link the invitee opens, on the pooler at `base_url`."""
+    return f"{base_url.rstrip('/')}{reverse('accept-invite')}#{raw}"
 
 
 def find(raw: str) -> OperatorInvite:

@@ -14,7 +14,7 @@ urlpatterns = [
     path("readyz", health.readyz),
     path("metrics", metrics_view),
     path("favicon.ico", lambda request: HttpResponse(status=204)),  # browsers ask; nothing to show
-    path("admin/invite/<str:token>/", accept_invite, name="accept-invite"),
+    path("admin/invite/", accept_invite, name="accept-invite"),
     path("admin/2fa/", enrol, name="pooler-2fa"),
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="pooler-dashboard"),
     path("admin/", admin.site.urls),

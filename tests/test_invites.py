@@ -27,17 +27,28 @@ def invite(*args) -> str:
     return out.getvalue().strip().splitlines()[-1]
 
 
+def token_of(link: str) -> str:
+    return link.split("#", 1)[1]
+
+
+def open_link(client: Client, link: str):
+    """What the page's script does with the link's fragment, which never reaches the server by itself."""
+    return client.post("/admin/invite/", {"token": token_of(link)})
+
+
 def set_password(client: Client, link: str, password: str = "a long enough secret 42"):
-    path = link.removeprefix("http://testserver").removeprefix("http://127.0.0.1:4000")
-    return client.post(path, {"new_password1": password, "new_password2": password})
+    return client.post(
+        "/admin/invite/", {"token": token_of(link), "new_password1": password, "new_password2": password}
+    )
 
 
 def test_the_command_makes_a_one_time_link_for_a_pool_operator():
     make_pool(name="team")
     make_pool(name="lab")
     link = invite("--email", "nina@example.com", "--pool", "team", "--pool", "lab", "--url", "https://pooler.example")
-    assert re.fullmatch(r"https://pooler\.example/admin/invite/[\w-]{40,}/", link)
-    token = link.rstrip("/").rsplit("/", 1)[-1]
+    # The token is the link's fragment: browsers never send it, so no request line or access log holds it.
+    assert re.fullmatch(r"https://pooler\.example/admin/invite/#[\w-]{40,}", link)
+    token = token_of(link)
     row = OperatorInvite.objects.get()
     # Only a hash of the token is kept.
     assert row.token_hash == hashlib.sha256(token.encode()).hexdigest() and token not in str(row.__dict__)
@@ -47,16 +58,21 @@ def test_the_command_makes_a_one_time_link_for_a_pool_operator():
     assert AuditLog.objects.filter(actor="cli", action="invite_operator").exists()
 
     client = Client()
-    page = client.get(f"/admin/invite/{token}/")
+    bare = client.get("/admin/invite/")
+    assert bare.status_code == 200 and 'id="invite-open"' in bare.content.decode()
+    page = open_link(client, link)
     assert page.status_code == 200 and "nina@example.com" in page.content.decode()
-    mismatch = client.post(f"/admin/invite/{token}/", {"new_password1": "one thing 1234", "new_password2": "other"})
+    assert 'id="id_new_password1"' in page.content.decode()
+    mismatch = client.post(
+        "/admin/invite/", {"token": token, "new_password1": "one thing 1234", "new_password2": "other"}
+    )
     assert mismatch.status_code == 200 and "errorlist" in mismatch.content.decode()
     done = set_password(client, link)
     assert done.status_code == 200 and "Your password is set" in done.content.decode()
     assert client.login(request=HttpRequest(), username="nina@example.com", password="a long enough secret 42")
     assert AuditLog.objects.filter(actor="invite:nina@example.com", action="accept_invite").exists()
     # Once used, the link is dead, for reading and for posting.
-    for again in (Client().get(f"/admin/invite/{token}/"), set_password(Client(), link, "another one 5678")):
+    for again in (open_link(Client(), link), set_password(Client(), link, "another one 5678")):
         assert again.status_code == 410 and "already used" in again.content.decode()
     nina.refresh_from_db()
     assert nina.check_password("a long enough secret 42")
@@ -68,8 +84,8 @@ def test_expired_and_forged_links_get_a_clear_page():
     OperatorInvite.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     expired = set_password(Client(), link)
     assert expired.status_code == 410 and "expired" in expired.content.decode()
-    for forged in ("nope", "x" * 500, "%00", "..", "a" * 43):
-        page = Client().get(f"/admin/invite/{forged}/")
+    for forged in ("nope", "x" * 500, "\x00", "%00", "..", "a" * 43, "", "#", " "):
+        page = Client().post("/admin/invite/", {"token": forged})
         assert page.status_code == 404 and "not valid" in page.content.decode(), forged
     assert not get_user_model().objects.get(username="old@example.com").has_usable_password()
 
@@ -81,6 +97,13 @@ def test_owner_invites_and_a_new_link_replaces_the_old_one():
     assert boss.is_superuser and boss.is_staff
     assert set_password(Client(), first).status_code == 410
     assert set_password(Client(), second).status_code == 200
+
+
+def test_the_whole_link_pasted_into_the_page_opens_it_too():
+    make_pool(name="team")
+    link = invite("--email", "paste@example.com", "--pool", "team")
+    page = Client().post("/admin/invite/", {"token": f"  {link}\n"})
+    assert page.status_code == 200 and "paste@example.com" in page.content.decode()
 
 
 def test_the_command_refuses_unclear_invites():
@@ -101,7 +124,7 @@ def test_an_owner_invites_from_the_admin_and_sees_the_link_once(admin_client):
     page = admin_client.post(add, {"email": "ivy@example.com", "pools": [pool.pk]})
     assert page.status_code == 200
     link = re.search(r'<code id="issued-secret">([^<]+)</code>', page.content.decode()).group(1)
-    assert link.startswith("http://testserver/admin/invite/")
+    assert link.startswith("http://testserver/admin/invite/#")
     assert link not in admin_client.get(reverse("admin:accounts_operatorinvite_changelist")).content.decode()
     assert set_password(Client(), link).status_code == 200
     ivy = get_user_model().objects.get(username="ivy@example.com")
@@ -132,6 +155,8 @@ def test_an_invitee_sets_a_password_in_the_browser_once(pooler):
         page = visitor.page
         page.goto(link)
         assert page.inner_text("#invitee") == "nina@example.com"
+        # The page posted the token and took it out of the address bar (and the history).
+        assert page.url == f"{pooler.url}/admin/invite/"
         page.fill("#id_new_password1", password)
         page.fill("#id_new_password2", password)
         page.screenshot(path=str(ARTIFACTS / "invite-set-password.png"), full_page=True)
@@ -141,9 +166,15 @@ def test_an_invitee_sets_a_password_in_the_browser_once(pooler):
         page.goto(link)
         assert "already used" in page.inner_text("#invite-dead") and page.locator("#invite-form").count() == 0
         page.screenshot(path=str(ARTIFACTS / "invite-used.png"), full_page=True)
+        # Pasted into the page (as without script): the same answer.
+        page.goto(f"{pooler.url}/admin/invite/")
+        page.fill("#id_token", link)
+        page.click("#invite-open input[type=submit]")
+        assert "already used" in page.inner_text("#invite-dead")
     # The used page answers 410 (the browser logs it as well): nothing else went wrong.
-    assert f"410 {link}" in visitor.problems and visitor.foreign == []
+    assert visitor.problems.count(f"410 {pooler.url}/admin/invite/") == 2 and visitor.foreign == []
     assert [problem for problem in visitor.problems if "410" not in problem] == []
+    assert token_of(link) not in pooler.log()
     with operator_page(f"{pooler.url}/admin/dashboard/", "nina@example.com", password) as nina:
         assert nina.page.locator("text=Pool team").count() == 1
     assert nina.problems == []

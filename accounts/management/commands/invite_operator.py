@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.urls import reverse
 
 from accounts import invites
 
@@ -30,4 +29,4 @@ class Command(BaseCommand):
         role = "an owner" if owner else "operator of " + ", ".join(p.name for p in pools)
         until = f"{row.expires_at:%Y-%m-%d %H:%M} UTC"
         self.stderr.write(f"invited {row.user.get_username()} as {role}; the link works once, until {until}")
-        self.stdout.write(url.rstrip("/") + reverse("accept-invite", args=[raw]))
+        self.stdout.write(invites.link(url, raw))
