@@ -205,6 +205,15 @@ def test_the_admin_page_is_for_staff_with_add_permission_and_csrf_protected(admi
     assert f'href="{start}"' in changelist
 
 
+def get_a_code_on_the_page(page, pool: str, label: str = "") -> str:
+    """From the account list, start a device-code login for `pool` on the page; the user code it shows."""
+    page.click("text=Log in with a device code")
+    page.select_option("#id_pool", label=pool)
+    page.fill("#id_label", label)
+    page.click("input[value='Get a code']")
+    return page.locator("#user-code").inner_text()
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_operator_logs_in_an_account_with_a_device_code_in_the_browser(pooler, simulator):
@@ -214,11 +223,7 @@ def test_operator_logs_in_an_account_with_a_device_code_in_the_browser(pooler, s
     changelist = f"{pooler.url}/admin/accounts/upstreamaccount/"
     with operator_page(changelist, "operator", "correct horse battery", width=1200) as operator:
         page = operator.page
-        page.click("text=Log in with a device code")
-        page.select_option("#id_pool", label="browser-team")
-        page.fill("#id_label", "from-browser")
-        page.click("input[value='Get a code']")
-        user_code = page.locator("#user-code").inner_text()
+        user_code = get_a_code_on_the_page(page, "browser-team", label="from-browser")
         assert page.locator(f"a[href='{simulator.url}/codex/device']").count() == 1
         page.screenshot(path=str(ARTIFACTS / "device-login-waiting.png"), full_page=True)
 
@@ -230,3 +235,32 @@ def test_operator_logs_in_an_account_with_a_device_code_in_the_browser(pooler, s
         assert page.input_value("#id_label") == "from-browser"
     assert operator.problems == [] and operator.foreign == []
     assert UpstreamAccount.objects.get(label="from-browser").email == "browser@example.com"
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        ("deny", "Denied: the sign-in with code {code} was declined; nothing was stored."),
+        ("expire", "Expired: the code {code} expired before it was approved; start the login again."),
+    ],
+)
+def test_the_page_says_when_a_device_code_is_denied_or_expired_in_the_browser(pooler, simulator, action, message):
+    get_user_model().objects.create_superuser("operator", "ops@example.com", "correct horse battery")
+    make_pool(name="browser-team")
+    simulator.add_account(email="browser@example.com")
+    changelist = f"{pooler.url}/admin/accounts/upstreamaccount/"
+    with operator_page(changelist, "operator", "correct horse battery", width=1200) as operator:
+        page = operator.page
+        user_code = get_a_code_on_the_page(page, "browser-team", label="never-stored")
+        page.wait_for_selector("#device-login-status:has-text('checking every 1 s')")  # the page polls: pending
+
+        device(simulator, action, user_code=user_code)
+        status = page.wait_for_selector(f"#device-login-status:has-text('{message.format(code=user_code)}')")
+        assert status.get_attribute("class") == "error"
+        assert page.locator("#device-login-account").is_hidden()  # no account to open
+        page.screenshot(path=str(ARTIFACTS / f"device-login-{action}.png"), full_page=True)
+    assert operator.problems == [] and operator.foreign == []
+    assert not UpstreamAccount.objects.exists()
+    assert not AuditLog.objects.filter(action="import_account").exists()
