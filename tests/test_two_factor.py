@@ -13,6 +13,7 @@ from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import AuditLog
+from accounts.two_factor import _qr_svg
 from tests.support.browser import ARTIFACTS, needs_chromium, operator_page
 from tests.support.pooler import PoolerServer
 
@@ -129,6 +130,7 @@ def test_an_owner_enrols_in_the_browser_and_signs_in_with_a_code_then_a_recovery
     with operator_page(f"{strict_pooler.url}/admin/login/?next=/admin/2fa/", "owner", PASSWORD, wait_for=url) as op:
         page = op.page
         assert page.locator("#totp-qr svg").count() == 1
+        qr_modules = page.get_attribute("#totp-qr svg path", "d")  # the QR code's dark modules, as drawn
         page.screenshot(path=str(ARTIFACTS / "two-factor-enrol.png"), full_page=True)
         # What a phone's app does with the key under the QR code (no database call inside Playwright's loop).
         secret = page.inner_text("#totp-secret")
@@ -141,6 +143,10 @@ def test_an_owner_enrols_in_the_browser_and_signs_in_with_a_code_then_a_recovery
         page.goto(f"{strict_pooler.url}/admin/dashboard/")
         assert page.locator("text=Pooler dashboard").count() >= 1
     assert op.problems == [] and op.foreign == []
+    # The QR code a phone scans is the device's own URL, with the key shown under it.
+    device = TOTPDevice.objects.get(user__username="owner", confirmed=True)
+    assert f"secret={secret}&" in device.config_url
+    assert qr_modules == re.search(r' d="([^"]+)"', _qr_svg(device.config_url)).group(1)
     login, home = f"{strict_pooler.url}/admin/login/?next=/admin/", f"{strict_pooler.url}/admin/"
     # This 30-second step's code was spent on enrolment and a code works once: the app's next code is taken (it is
     # within the one step of drift a device tolerates).
@@ -151,3 +157,10 @@ def test_an_owner_enrols_in_the_browser_and_signs_in_with_a_code_then_a_recovery
     with operator_page(login, "owner", PASSWORD, code=codes[0], wait_for=home) as op:
         assert op.page.locator("#site-name").count() == 1
     assert op.problems == []
+    # A recovery code works once: the same code again is refused, and the login form stays.
+    with operator_page(login, "owner", PASSWORD, code=codes[0], wait_for=login) as op:
+        op.page.wait_for_selector("p.errornote:has-text('That code is wrong or was already used.')")
+        assert op.page.url == login and op.page.locator("#id_otp_token").count() == 1
+        op.page.screenshot(path=str(ARTIFACTS / "two-factor-recovery-code-reused.png"), full_page=True)
+    assert op.problems == [] and op.foreign == []
+    assert AuditLog.objects.filter(action="signin_failed", object_repr="owner").count() == 1
