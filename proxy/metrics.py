@@ -1,16 +1,21 @@
-"""Prometheus metrics: traffic counters updated on the way, account gauges read from the database at scrape."""
+"""Prometheus metrics: traffic counters updated on the way; account gauges and this month's cost and prompt-cache
+figures per key and account read from the database at scrape."""
 
 import hmac
 import ipaddress
+import threading
+import time
 
 from django.conf import settings
 from django.db.backends.signals import connection_created
+from django.db.models import Q
 from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 
-from accounts.models import PoolMembership
+from accounts import usage
+from accounts.models import PoolMembership, RequestLog
 
 from .auth import bearer_token
 from .dbthread import DATABASE_DOWN, note_outage, on_db_thread, reconnecting
@@ -68,13 +73,74 @@ def _instrument(sender, connection, **kwargs):
 connection_created.connect(_instrument)
 
 
+# This month's (UTC) figures of the turns that used tokens, per pool, key, account and model, summed from the
+# request log: every process reports the same ones, and the labels hold only operator-made keys and accounts
+# and the models the backend served (a refused request's model name makes no series).
+_MONTH_LABELS = ["pool", "key", "key_name", "account", "model"]
+_MONTH_FIELDS = ("pool__name", "api_key__prefix", "api_key__name", "account__label", "model")
+_MONTH_HELP = {
+    "pooler_month_cost_usd": "This month's cost at API list prices of the priced turns, USD (no series: unpriced)",
+    "pooler_month_unpriced_turns": "This month's turns that used tokens of a model without a price",
+    "pooler_month_input_tokens": "This month's input tokens, cached ones included",
+    "pooler_month_cached_input_tokens": "This month's input tokens served from the prompt cache",
+}
+# The month's figures are one grouped query, kept this long between scrapes; a turn this process writes drops
+# them at once, so only other processes' turns can be this late.
+MONTH_CACHE_SECONDS = 5.0
+
+
+class _MonthFigures:
+    """The grouped query behind the pooler_month_* gauges, cached for MONTH_CACHE_SECONDS."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._groups: list[dict] | None = None
+        self._read_at = 0.0
+        self._generation = 0
+
+    def forget(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._groups = None
+
+    def families(self) -> list:
+        groups = self._read()
+        families = {name: GaugeMetricFamily(name, text, labels=_MONTH_LABELS) for name, text in _MONTH_HELP.items()}
+        for group in groups:
+            labels = [group[field] or "" for field in _MONTH_FIELDS]
+            if group["cost"] is not None:
+                families["pooler_month_cost_usd"].add_metric(labels, float(group["cost"]))
+            families["pooler_month_unpriced_turns"].add_metric(labels, group["unpriced_requests"])
+            families["pooler_month_input_tokens"].add_metric(labels, group["input_tokens"] or 0)
+            families["pooler_month_cached_input_tokens"].add_metric(labels, group["cached_tokens"] or 0)
+        return list(families.values())
+
+    def _read(self) -> list[dict]:
+        with self._lock:
+            if self._groups is not None and time.monotonic() - self._read_at < MONTH_CACHE_SECONDS:
+                return self._groups
+            generation = self._generation
+        used_tokens = RequestLog.objects.filter(Q(input_tokens__gt=0) | Q(output_tokens__gt=0))
+        groups = [g for g in usage.cost_by(used_tokens, timezone.now(), *_MONTH_FIELDS) if g["requests"]]
+        with self._lock:
+            # A turn written while the query ran may be missing from it: keep the result only if none was.
+            if generation == self._generation:
+                self._groups, self._read_at = groups, time.monotonic()
+        return groups
+
+
+_MONTH = _MonthFigures()
+
+
 class _AccountCollector:
-    """Eligibility and quota of every account in every pool, read at scrape time."""
+    """Eligibility and quota of every account in every pool, and this month's figures, read at scrape time."""
 
     def describe(self):
         # Named up front so registering does not query the database at import.
         yield GaugeMetricFamily("pooler_account_eligible", "", labels=["pool", "account"])
         yield GaugeMetricFamily("pooler_account_quota_used_percent", "", labels=["account", "window"])
+        for name in _MONTH_HELP:
+            yield GaugeMetricFamily(name, "", labels=_MONTH_LABELS)
         yield GaugeMetricFamily("pooler_database_reachable", "")
 
     def collect(self):
@@ -82,9 +148,9 @@ class _AccountCollector:
             "pooler_database_reachable", "1 when this process could read the database at this scrape"
         )
         try:
-            families = reconnecting(self._accounts)()
+            families = reconnecting(self._accounts)() + reconnecting(_MONTH.families)()
         except DATABASE_DOWN as error:
-            # Still a scrape, without the account gauges: the backlog and the 503s are what matter now.
+            # Still a scrape, without the gauges read from the database: the backlog and the 503s matter now.
             note_outage(error)
             families = []
         reachable.add_metric([], float(bool(families)))
@@ -132,6 +198,7 @@ def observe_turn(turn) -> None:
 def observe_usage(pool: str, model: str, counts: dict, cost) -> None:
     """Count a written turn's tokens and cost (None: unpriced). Only turns that used tokens make series, so
     the model label holds models the backend served, never whatever a refused request named."""
+    _MONTH.forget()  # the turn's row is written: the next scrape of this process reads it
     if counts["input_tokens"]:
         INPUT_TOKENS.labels(pool).inc(counts["input_tokens"])
         CACHED_INPUT_TOKENS.labels(pool).inc(counts["cached_tokens"])

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from accounts.models import RequestLog, SessionAffinity
 from tests.codex_turns import session_headers, turn_body
 from tests.factories import make_account, make_key, make_mcp_token, make_pool
-from tests.test_cost import dashboard, summary
+from tests.test_cost import dashboard, month_gauges, status_rows, summary
 from tests.test_http_route import wait_for_log
 from tests.test_metrics import samples, total
 
@@ -38,7 +38,7 @@ def test_cache_hit_rate_and_moved_sessions(pooler, simulator, admin_client):
     mover_key, mover = make_key(moving, name="mover")
     # Pool "steady": a key whose prompts mostly miss the cache, and one whose only request was refused.
     steady = make_pool()
-    make_account(steady, simulator, label="third")
+    third = make_account(steady, simulator, label="third")
     small_key, small = make_key(steady, name="small")
     refused_key, refused = make_key(steady, name="refused", allowed_models=["gpt-5.5"])
 
@@ -82,3 +82,34 @@ def test_cache_hit_rate_and_moved_sessions(pooler, simulator, admin_client):
     for pool, input_tokens, cached in [(moving, 2000, 1000), (steady, 3, 1)]:
         assert total(metrics, "pooler_input_tokens_total", pool=pool.name) == input_tokens
         assert total(metrics, "pooler_cached_input_tokens_total", pool=pool.name) == cached
+
+    # This month's tokens per pool, key, account and model, read from the rows at scrape: the hit rate of a key,
+    # an account or a pool is the ratio of their sums (operations.md, "Metrics"). The refused request used no
+    # tokens and makes no series.
+    model = RequestLog.objects.get(api_key=small_key).model
+    assert month_gauges(pooler, "pooler_month_input_tokens") == {
+        (moving.name, mover_key.prefix, first.label, model): 1000,
+        (moving.name, mover_key.prefix, second.label, model): 1000,
+        (steady.name, small_key.prefix, third.label, model): 3,
+    }
+    assert month_gauges(pooler, "pooler_month_cached_input_tokens") == {
+        (moving.name, mover_key.prefix, first.label, model): 500,
+        (moving.name, mover_key.prefix, second.label, model): 500,
+        (steady.name, small_key.prefix, third.label, model): 1,
+    }
+    month = samples(httpx.get(f"{pooler.url}/metrics").text)
+
+    def hit_rate(**labels) -> float:
+        cached = total(month, "pooler_month_cached_input_tokens", **labels)
+        return round(cached / total(month, "pooler_month_input_tokens", **labels), 4)
+
+    assert hit_rate(key=mover_key.prefix, key_name="mover") == 0.5 and hit_rate(key=small_key.prefix) == 0.3333
+    assert [hit_rate(account=a) for a in ("first", "second", "third")] == [0.5, 0.5, 0.3333]
+    assert (hit_rate(pool=moving.name), hit_rate(pool=steady.name)) == (0.5, 0.3333)
+    assert total(month, "pooler_month_input_tokens", key=refused_key.prefix) == 0
+
+    # pooler_status: the same rates on the accounts' and keys' lines (the last of their cost columns).
+    rows = status_rows()
+    assert [rows[label][-1] for label in ("first", "second", "third")] == ["50.0%", "50.0%", "33.3%"]
+    keys = [rows[f"{k.prefix}…"][-1] for k in (mover_key, small_key, refused_key)]
+    assert keys == ["50.0%", "33.3%", "-"]

@@ -67,6 +67,25 @@ def dashboard(admin_client) -> str:
     return re.sub(r"\s+", " ", response.content.decode())
 
 
+def status_rows() -> dict[str, list[str]]:
+    """The lines of `pooler_status` by their first cell (an account's label, a key's prefix…, a model): its
+    cells, which the tables keep at least two spaces apart."""
+    out = io.StringIO()
+    call_command("pooler_status", stdout=out)
+    cells = [re.split(r"\s{2,}", line.strip()) for line in out.getvalue().splitlines() if line.strip()]
+    return {row[0]: row for row in cells}
+
+
+def month_gauges(pooler, name: str) -> dict[tuple, float]:
+    """A pooler_month_* gauge of /metrics by (pool, key, account, model)."""
+    found = samples(httpx.get(f"{pooler.url}/metrics").text)
+    return {
+        tuple(dict(labels)[k] for k in ("pool", "key", "account", "model")): value
+        for (n, labels), value in found.items()
+        if n == name
+    }
+
+
 def summary(pooler, token: str, **arguments) -> dict:
     _, [result] = call_all(f"{pooler.url}/mcp", token, [("usage_summary", arguments)])
     assert not result.is_error, result.content
@@ -75,8 +94,8 @@ def summary(pooler, token: str, **arguments) -> dict:
 
 def test_turns_are_priced_when_they_run_and_keep_that_price(pooler, simulator, admin_client):
     pool = make_pool()
-    make_account(pool, simulator, sim_fields={"models": [*DEFAULT_MODELS, UNPRICED_MODEL]})  # one has no price
-    _, key = make_key(pool, name="laptop")
+    account = make_account(pool, simulator, sim_fields={"models": [*DEFAULT_MODELS, UNPRICED_MODEL]})  # one unpriced
+    api_key, key = make_key(pool, name="laptop")
     _, mcp_token = make_mcp_token(get_user_model().objects.get(username="admin"))
     # gpt-5.2 at the operator's price, on the day the shipped file gives its own: the admin's row wins.
     gpt52_day = shipped("gpt-5.2").effective_from
@@ -125,6 +144,30 @@ def test_turns_are_priced_when_they_run_and_keep_that_price(pooler, simulator, a
         status = io.StringIO()
         call_command("pooler_status", stdout=status)
         assert f"value this month (since {timezone.now():%Y-%m}-01): ${whole:,.2f} + 1 unpriced" in status.getvalue()
+        # Per account, key and model: today, the last 7 days, this month, and the month's cache hit rate (the
+        # simulator serves half of every prompt from the cache).
+        rows = status_rows()
+        everything = [f"${whole:,.2f} + 1 unpriced"] * 3 + ["50.0%"]
+        assert rows[account.label][-4:] == rows[f"{api_key.prefix}…"][-4:] == everything
+        assert rows["gpt-5.2"] == ["gpt-5.2", *[f"${gpt52:,.2f}"] * 3, "50.0%"]
+        assert rows["gpt-6.1-sol"] == ["gpt-6.1-sol", *[f"${third.cost_usd:,.2f}"] * 3, "50.0%"]
+        assert rows[UNPRICED_MODEL] == [UNPRICED_MODEL, "unpriced", "unpriced", "unpriced", "50.0%"]
+
+        # /metrics: this month's cost per pool, key, account and model, read from the rows at scrape; a model
+        # without a price has no cost series (never 0) and counts as unpriced.
+        where = (pool.name, api_key.prefix, account.label)
+        cost = month_gauges(pooler, "pooler_month_cost_usd")
+        assert cost == {
+            (*where, "gpt-5.2"): pytest.approx(float(gpt52), abs=1e-6),
+            (*where, "gpt-6.1-sol"): pytest.approx(float(third.cost_usd), abs=1e-6),
+        }
+        assert f"{cost[(*where, 'gpt-5.2')]:.2f}" == "2.20"
+        assert f"{sum(cost.values()):.2f}" == f"{whole:.2f}"
+        assert month_gauges(pooler, "pooler_month_unpriced_turns") == {
+            (*where, "gpt-5.2"): 0,
+            (*where, "gpt-6.1-sol"): 0,
+            (*where, UNPRICED_MODEL): 1,
+        }
 
     shows_the_cost_of_these_turns()
     metrics = samples(httpx.get(f"{pooler.url}/metrics").text)

@@ -140,6 +140,13 @@ def operations_alert_column() -> list[str]:
     return [row.strip("|").split("|")[1] for row in rows[1:]]  # below the header and its |---| line
 
 
+def operations_metric_column() -> list[str]:
+    """The "metric" cell of each row of the table in "Metrics"."""
+    section = OPERATIONS.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return [row.strip("|").split("|")[0].strip().strip("`") for row in rows[1:]]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_every_series_they_read_is_in_the_pooler_metrics(pooler, simulator):
     pool = make_pool()
@@ -164,6 +171,16 @@ def test_every_series_they_read_is_in_the_pooler_metrics(pooler, simulator):
             used = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers))
             if name in labels:
                 assert used <= labels[name] | TARGET_LABELS, (name, used)
+    # Each of the pooler's own families is a row of the operations guide's metrics table, as it is read (a counter
+    # `x` as `x_total`), and each row is a family. The parser reads a family's `x_created` samples as one more.
+    names = {f.name for f in families}
+    ours = {
+        f.name + ("_total" if f.type == "counter" else "")
+        for f in families
+        if f.name.startswith("pooler_") and f.name.removesuffix("_created") not in names - {f.name}
+    }
+    documented = operations_metric_column()
+    assert len(documented) == len(set(documented)) and set(documented) == ours
     # The pool choice of the dashboard lists the pool that answered.
     requests = next(f for f in families if f.name == "pooler_requests")
     assert pool.name in {s.labels["pool"] for s in requests.samples}

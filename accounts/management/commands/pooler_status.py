@@ -26,16 +26,33 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
-def _month_by(pool: Pool, month, field: str) -> dict:
-    """This month's cost at API prices and prompt cache hit rate of the pool's turns, per `field`."""
-    rows = RequestLog.objects.filter(pool=pool, created_at__gte=month).values(field).annotate(**usage.COST_AND_CACHE)
+# The cost columns of the account, key and model tables, filled from usage.cost_by.
+_COST_HEADERS = ["cost today", "7 days", "month", "cache hit"]
+_NO_COST = ("-",) * len(_COST_HEADERS)
+
+
+def _costs_by(pool: Pool, now, field: str) -> dict:
+    """Cost at API prices today, over the last 7 days and this month, and this month's prompt cache hit rate of
+    the pool's turns, per `field`."""
     return {
-        row[field]: (
-            usage.usd(row["cost"], row["unpriced_requests"]),
-            usage.percent(usage.cache_hit_rate(row["input_tokens"], row["cached_tokens"])),
+        group[field]: (
+            usage.usd(group["cost_today"], group["unpriced_today"]),
+            usage.usd(group["cost_week"], group["unpriced_week"]),
+            usage.usd(group["cost"], group["unpriced_requests"]),
+            usage.percent(usage.cache_hit_rate(group["input_tokens"], group["cached_tokens"])),
         )
-        for row in rows
+        for group in usage.cost_by(RequestLog.objects.filter(pool=pool), now, field)
     }
+
+
+def _models_table(pool: Pool, now) -> list[list[str]]:
+    """The models the pool's turns used in the last 7 days or this month, with their cost (blank: refused before a
+    model was known)."""
+    rows = [["  model", *_COST_HEADERS]]
+    for model, costs in _costs_by(pool, now, "model").items():
+        if model:
+            rows.append([f"  {model}", *costs])
+    return rows
 
 
 def _value_line(pool: Pool, now) -> str:
@@ -54,8 +71,8 @@ def _value_line(pool: Pool, now) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Show pools, their accounts (status, quota, cooldown) and keys, with this month's cost at API prices "
-        "and prompt cache hit rate."
+        "Show pools, their accounts (status, quota, cooldown), keys and models, with the cost at API prices "
+        "today, over the last 7 days and this month, and this month's prompt cache hit rate."
     )
 
     def handle(self, *args, **options):
@@ -71,8 +88,7 @@ class Command(BaseCommand):
                 f"  models={','.join(pool.allowed_models) or 'all'}"
             )
             self.stdout.write(_value_line(pool, now))
-            month = usage.month_start(now)
-            by_account, by_key = _month_by(pool, month, "account_id"), _month_by(pool, month, "api_key_id")
+            by_account, by_key = _costs_by(pool, now, "account_id"), _costs_by(pool, now, "api_key_id")
             rows = [
                 [
                     "  account",
@@ -84,8 +100,7 @@ class Command(BaseCommand):
                     "resets",
                     "cooldown",
                     "last error",
-                    "cost (month)",
-                    "cache hit",
+                    *_COST_HEADERS,
                 ]
             ]
             for m in members:
@@ -102,15 +117,13 @@ class Command(BaseCommand):
                         _when(a.secondary_resets_at, now),
                         _when(a.cooldown_until, now),
                         a.last_error[:40] or "-",
-                        *by_account.get(a.id, ("-", "-")),
+                        *by_account.get(a.id, _NO_COST),
                     ]
                 )
             if members:
                 self.stdout.write(_table(rows))
             keys = PoolApiKey.objects.filter(pool=pool).order_by("created_at")
-            krows = [
-                ["  key", "name", "state", "rpm", "tokens/day", "concurrent", "last used", "cost (month)", "cache hit"]
-            ]
+            krows = [["  key", "name", "state", "rpm", "tokens/day", "concurrent", "last used", *_COST_HEADERS]]
             for k in keys:
                 state = "revoked" if k.revoked_at else ("expired" if not k.is_usable(now) else "active")
                 krows.append(
@@ -122,9 +135,11 @@ class Command(BaseCommand):
                         k.limit("tokens_per_day") or "-",
                         k.limit("max_concurrent") or "-",
                         k.last_used_at.strftime("%Y-%m-%d %H:%M") if k.last_used_at else "never",
-                        *by_key.get(k.id, ("-", "-")),
+                        *by_key.get(k.id, _NO_COST),
                     ]
                 )
             if len(krows) > 1:
                 self.stdout.write(_table(krows))
+            if len(models := _models_table(pool, now)) > 1:
+                self.stdout.write(_table(models))
             self.stdout.write("")
