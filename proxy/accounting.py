@@ -293,17 +293,20 @@ class _Backlog:
 
     async def _drain(self) -> None:
         delay = _DRAIN_FIRST_DELAY
+        await asyncio.sleep(delay)
         while self.turns:
-            await asyncio.sleep(delay)
             try:
-                while self.turns:
-                    await asyncio.shield(_write_async(self.turns[0]))
-                    self.turns.popleft()
-                    metrics.ACCOUNTING_PENDING.set(len(self.turns))
+                await asyncio.shield(_write_async(self.turns[0]))
             except DATABASE_DOWN:
                 delay = min(delay * 2, _DRAIN_MAX_DELAY)
-            except DatabaseError:
-                log.exception("could not record turn %s", self.turns.popleft().request_id)
+                await asyncio.sleep(delay)
+                continue
+            except Exception:
+                # Not the outage: this row cannot be written (its key deleted meanwhile, say). It must not hold
+                # back the rows behind it, nor leave the pending count above 0 once nothing waits.
+                log.exception("could not record turn %s", self.turns[0].request_id)
+            self.turns.popleft()
+            metrics.ACCOUNTING_PENDING.set(len(self.turns))
         self.told_of_drops = False
         log.warning("accounting backlog written")
 

@@ -5,10 +5,12 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import psycopg
 
+from .pooler import REPO
 from .procs import free_port
 
 
@@ -64,6 +66,21 @@ class PrivateCluster:
         with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def create_pooler_database(self, name: str) -> str:
+        """A new database with the pooler's tables (`manage.py migrate`, in a subprocess); its URL."""
+        url = self.create_database(name)
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=REPO,
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"migrate failed: {done.stderr[-3000:]}")
+        return url
 
     def query(self, database: str, sql: str) -> list[tuple]:
         with psycopg.connect(self.url(database)) as connection:
