@@ -354,8 +354,15 @@ class SecretIssuingAdmin(AuditedAdmin):
         self.message_user(request, "revoked")
 
 
-# The admin's rotation: the old secret keeps working this long, for clients to take the new one.
-_ADMIN_ROTATION_GRACE = 3600
+class RotateForm(forms.Form):
+    """The grace period of a rotation, asked for on a page between the action and the new secret."""
+
+    grace_seconds = forms.IntegerField(
+        label="Grace period (seconds)",
+        min_value=0,
+        initial=3600,
+        help_text="How long the old secret keeps working, for its clients to take the new one; 0 stops it at once.",
+    )
 
 
 @admin.register(PoolApiKey)
@@ -398,7 +405,7 @@ class PoolApiKeyAdmin(PoolScoped, SecretIssuingAdmin):
         ("Where it may be used from", {"fields": ["allowed_networks"]}),
     ]
     readonly_fields = SecretIssuingAdmin.readonly_fields + ["usage", "rotated_at", "previous_secret_expires_at"]
-    actions = ["revoke", "pause_keys", "resume_keys", "rotate_with_grace", "rotate_now"]
+    actions = ["revoke", "pause_keys", "resume_keys", "rotate_key"]
 
     @admin.action(description="Pause selected keys (refused with 403 until resumed)")
     def pause_keys(self, request, queryset):
@@ -412,20 +419,30 @@ class PoolApiKeyAdmin(PoolScoped, SecretIssuingAdmin):
             keys.resume(key, actor_of(request))
         self.message_user(request, "resumed")
 
-    def _rotate(self, request, queryset, grace: int):
+    @admin.action(description="Rotate the selected key (choose how long its old secret keeps working)")
+    def rotate_key(self, request, queryset):
+        # Django's pattern for an action with parameters: the action answers a form, which posts back to it.
         if queryset.count() != 1:
             self.message_user(request, "Select one key to rotate: its new secret is shown once.", messages.WARNING)
             return None
         key = queryset.get()
-        return self.show_secret(request, key, keys.rotate(key, actor_of(request), grace))
-
-    @admin.action(description="Rotate the selected key (the old secret works one more hour)")
-    def rotate_with_grace(self, request, queryset):
-        return self._rotate(request, queryset, _ADMIN_ROTATION_GRACE)
-
-    @admin.action(description="Rotate the selected key now (the old secret stops at once)")
-    def rotate_now(self, request, queryset):
-        return self._rotate(request, queryset, 0)
+        form = RotateForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            raw = keys.rotate(key, actor_of(request), form.cleaned_data["grace_seconds"])
+            return self.show_secret(request, key, raw)
+        return TemplateResponse(
+            request,
+            "admin/accounts/poolapikey/rotate.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Rotate {key}",
+                "opts": self.opts,
+                "object": key,
+                "form": form,
+                "action": "rotate_key",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
     @admin.display(description="usage now / limit")
     def usage(self, key):

@@ -2,7 +2,7 @@
 documented point with Retry-After on both transports and /v1, and GET /v1/usage shows a key its windows."""
 
 import json
-import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,6 +17,7 @@ from proxy.errors import RateLimited
 from proxy.limits import admit
 from tests.codex_turns import session_headers, turn_body
 from tests.factories import make_account, make_key, make_pool
+from tests.support.rows import key_rows
 from tests.test_websocket_route import read_turn, ws_headers, ws_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,24 +89,21 @@ def _ws_error(server, key: str) -> dict | None:
     return None if last["type"] == "response.completed" else last
 
 
-def _wait_rows(key, count: int) -> list[RequestLog]:
-    deadline = time.monotonic() + 5
-    while RequestLog.objects.filter(api_key=key, status_code=200).count() < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return list(RequestLog.objects.filter(api_key=key, status_code=200))
-
-
 @pytest.mark.parametrize(
     "budget",
-    [{"window": "5h", "kind": "tokens", "amount": 2000}, {"window": "day", "kind": "cost", "amount": "0.003"}],
-    ids=["tokens_per_5h", "cost_per_day"],
+    [
+        {"window": "5h", "kind": "tokens", "amount": 2000},
+        {"window": "day", "kind": "cost", "amount": "0.003"},
+        {"window": "month", "kind": "input_tokens", "amount": 1500},
+    ],
+    ids=["tokens_per_5h", "cost_per_day", "input_tokens_per_month"],
 )
 def test_two_processes_refuse_a_spent_budget_on_every_route(pooler, second_pooler, simulator, budget):
     pool = make_pool()
     make_account(pool, simulator)
     key, raw = make_key(pool, budgets=[budget])
     amount = Decimal(str(budget["amount"]))
-    column = "cost_usd" if budget["kind"] == "cost" else "total_tokens"
+    column = budgets.KINDS[budget["kind"]]
     served = 0
     # Turns alternate between the processes and the routes until one is refused: each sees the other's turns.
     for turn in range(60):
@@ -120,11 +118,12 @@ def test_two_processes_refuse_a_spent_budget_on_every_route(pooler, second_poole
         if not ok:
             break
         served += 1
-        _wait_rows(key, served)
+        key_rows(key, served, status_code=200)
     else:
         pytest.fail("the budget was never reached")
-    spent = sum(getattr(r, column) for r in _wait_rows(key, served))
-    largest = max(getattr(r, column) for r in RequestLog.objects.filter(api_key=key, status_code=200))
+    rows = key_rows(key, served, status_code=200)
+    spent = sum(getattr(r, column) for r in rows)
+    largest = max(getattr(r, column) for r in rows)
     # One turn at a time: refused at the first turn after the budget was reached, so passed by at most one turn.
     assert amount <= spent < amount + largest
     for server in (pooler, second_pooler):
@@ -132,7 +131,7 @@ def test_two_processes_refuse_a_spent_budget_on_every_route(pooler, second_poole
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_budget_exceeded"
         assert refused.json()["error"]["type"] == "rate_limit_error"
         assert budget["window"] in refused.json()["error"]["message"]
-        window = timedelta(hours=5) if budget["window"] == "5h" else timedelta(days=1)
+        window = budgets.WINDOWS[budget["window"]]
         assert 0 < int(refused.headers["Retry-After"]) <= window.total_seconds()
         assert _v1(server, raw).status_code == 429
         error = _ws_error(server, raw)
@@ -155,7 +154,7 @@ def test_v1_usage_shows_a_key_its_windows(pooler, simulator):
         ],
     )
     assert _http(pooler, raw).status_code == 200
-    (turn,) = _wait_rows(key, 1)
+    (turn,) = key_rows(key, 1, status_code=200)
     usage = httpx.get(f"{pooler.url}/v1/usage", headers={"Authorization": f"Bearer {raw}"}, timeout=10)
     assert usage.status_code == 200
     five_hours, week = usage.json()["budgets"]
@@ -166,3 +165,46 @@ def test_v1_usage_shows_a_key_its_windows(pooler, simulator):
     # The Codex backend's usage route answers the same windows beside the pool's quota.
     wham = httpx.get(f"{pooler.url}/backend-api/wham/usage", headers={"Authorization": f"Bearer {raw}"}, timeout=10)
     assert wham.json()["key_budgets"] == usage.json()["budgets"] and "rate_limit" in wham.json()
+
+
+def test_turns_side_by_side_pass_a_budget_by_at_most_the_readmes_bound(pooler, second_pooler, simulator):
+    """README: a window ends up over its amount by at most `max_concurrent × (max input + max output)` tokens."""
+    pool = make_pool()
+    account = make_account(pool, simulator)
+    # Slow turns, so that every turn let in is still running when the others start.
+    simulator.patch_account(account.chatgpt_account_id, faults=[{"kind": "slow", "event_delay": 0.1, "count": 1000}])
+    concurrent, max_input, max_output, amount = 3, 1000, 600, 5000
+    key, raw = make_key(
+        pool,
+        max_concurrent=concurrent,
+        max_input_tokens=max_input,
+        max_output_tokens=max_output,
+        budgets=[{"window": "5h", "kind": "tokens", "amount": amount}],
+    )
+    row(key, amount - 1, timedelta(minutes=1))  # one token short of the budget: every next turn is let in
+    text = "x" * 1800  # about 600 input tokens (estimated as the request's JSON bytes ÷ 4) and 500 output tokens
+
+    def turn(index: int) -> int:
+        server = (pooler, second_pooler)[index % 2]
+        body = turn_body(text, max_output_tokens=100000)  # lowered to the key's max_output_tokens
+        response = httpx.post(f"{server.codex_base_url}/responses", json=body, headers=session_headers(raw), timeout=60)
+        return response.status_code
+
+    # Twice as many turns as the key may run at once, on both processes: max_concurrent lets `concurrent` in.
+    with ThreadPoolExecutor(2 * concurrent) as pool_of_clients:
+        statuses = list(pool_of_clients.map(turn, range(2 * concurrent)))
+    served = statuses.count(200)
+    assert 2 <= served <= concurrent and set(statuses) <= {200, 429}, statuses
+    turns = key_rows(key, served, status_code=200, route="codex.responses", transport="http")
+    for each in turns:
+        assert each.input_tokens <= max_input and each.output_tokens <= max_output
+    upstream = simulator.requests(account_id=account.chatgpt_account_id, kind="turn")
+    assert upstream and all(r["max_output_tokens"] == max_output for r in upstream)
+    spent = sum(r.total_tokens for r in RequestLog.objects.filter(api_key=key))
+    # Side by side, each turn let in while the window was under its amount finished and counted.
+    assert spent - amount == sum(t.total_tokens for t in turns) - 1 > 0
+    assert spent - amount <= concurrent * (max_input + max_output)
+    # Once they are written, the next turn is refused on either process.
+    for server in (pooler, second_pooler):
+        refused = _http(server, raw)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_budget_exceeded"

@@ -2,12 +2,16 @@
 the admin, each change audited."""
 
 import io
+import json
+import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 from django.utils import timezone
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -16,6 +20,8 @@ from accounts.models import AuditLog, PoolApiKey, RequestLog
 from accounts.secrets import prefix_of
 from tests.codex_turns import session_headers, turn_body
 from tests.factories import make_account, make_key, make_mcp_token, make_pool
+from tests.support.rows import key_rows
+from tests.test_admin_pages import change_page_data
 from tests.test_mcp import call_all, text_json
 from tests.test_websocket_route import create_frame, read_turn, ws_headers, ws_url
 
@@ -45,6 +51,42 @@ def test_an_expired_key_hears_why(pooler, simulator):
         assert response.status_code == 401
         error = response.json()["error"]
         assert error["code"] == "key_expired" and "expired at" in error["message"]
+
+
+def test_an_open_websocket_checks_expiry_on_each_turn_and_a_pause_on_the_next_connection(pooler, simulator):
+    pool = make_pool()
+    make_account(pool, simulator)
+    # The connection reads its key once, when it opens: expiry is a time it checks again on every turn.
+    key, raw = make_key(pool, expires_at=timezone.now() + timedelta(seconds=3))
+    with connect(ws_url(pooler), additional_headers=ws_headers(raw)) as ws:
+        ws.send(create_frame())
+        assert read_turn(ws)[-1]["type"] == "response.completed"
+        time.sleep(max(0.0, (key.expires_at - timezone.now()).total_seconds()) + 0.1)
+        ws.send(create_frame("again"))
+        (refused,) = read_turn(ws)
+    assert refused["type"] == "error" and refused["status"] == 401
+    assert refused["error"]["code"] == "key_expired" and "expired at" in refused["error"]["message"]
+    served, row = key_rows(key, 2)
+    assert (served.status_code, served.transport) == (200, "websocket")
+    assert (row.status_code, row.error_code, row.outcome, row.transport) == (
+        401,
+        "key_expired",
+        "rejected",
+        "websocket",
+    )
+    assert row.account is None  # refused before any upstream call
+    # A pause applies to the next connection: the open one keeps its key until it closes.
+    paused, raw = make_key(pool)
+    with connect(ws_url(pooler), additional_headers=ws_headers(raw)) as ws:
+        ws.send(create_frame())
+        assert read_turn(ws)[-1]["type"] == "response.completed"
+        run("api_key", "pause", paused.prefix)
+        with pytest.raises(InvalidStatus) as denied, connect(ws_url(pooler), additional_headers=ws_headers(raw)):
+            pass
+        assert denied.value.response.status_code == 403
+        ws.send(create_frame("still mine"))
+        assert read_turn(ws)[-1]["type"] == "response.completed"
+    assert [r.status_code for r in key_rows(paused, 2)] == [200, 200]
 
 
 def test_create_api_key_takes_expiry_budgets_and_policy(db):
@@ -149,3 +191,109 @@ def test_mcp_lists_the_life_of_keys_and_write_tokens_pause_and_rotate(pooler, si
         ("rotate_api_key", "mcp:keeper"),
         ("resume_api_key", "mcp:keeper"),
     } <= actors
+
+
+def key_action(admin_client, action: str, *selected, **fields):
+    """Run a key action from the admin's changelist, as the browser posts it."""
+    data = {"action": action, "_selected_action": [k.pk for k in selected], **fields}
+    return admin_client.post(reverse("admin:accounts_poolapikey_changelist"), data, follow=True)
+
+
+def shown_secret(response) -> str:
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    return re.search(r'<code id="issued-secret">([^<]+)</code>', response.content.decode()).group(1)
+
+
+def test_the_admin_pauses_resumes_and_rotates_keys_with_a_grace_the_operator_chooses(admin_client):
+    pool = make_pool()
+    key, old = make_key(pool)
+    other, _ = make_key(pool)
+    key_action(admin_client, "pause_keys", key, other)
+    key.refresh_from_db()
+    other.refresh_from_db()
+    assert key.paused_at is not None and other.paused_at is not None and key.refusal(timezone.now()) == "paused"
+    key_action(admin_client, "resume_keys", key)
+    key.refresh_from_db()
+    other.refresh_from_db()
+    assert key.paused_at is None and other.paused_at is not None
+    actions = set(AuditLog.objects.filter(object_id=str(key.pk)).values_list("action", "actor"))
+    assert {("pause_api_key", "admin:admin"), ("resume_api_key", "admin:admin")} <= actions
+
+    # Rotate asks first, on a page of its own, how long the old secret keeps working.
+    asked = key_action(admin_client, "rotate_key", key)
+    page = asked.content.decode()
+    assert asked.status_code == 200 and 'name="grace_seconds"' in page and 'value="3600"' in page
+    assert 'name="apply"' in page and f'name="_selected_action" value="{key.pk}"' in page
+    assert PoolApiKey.objects.get(pk=key.pk).rotated_at is None  # nothing rotated yet
+    refused = key_action(admin_client, "rotate_key", key, apply="Rotate", grace_seconds="-5")
+    assert refused.status_code == 200 and "errorlist" in refused.content.decode()
+    assert PoolApiKey.objects.get(pk=key.pk).rotated_at is None
+    # Two keys at once: refused, each new secret is shown once, on a page of its own.
+    warned = key_action(admin_client, "rotate_key", key, other, apply="Rotate", grace_seconds="600")
+    assert [m.message for m in warned.context["messages"]] == [
+        "Select one key to rotate: its new secret is shown once."
+    ]
+
+    before = timezone.now()
+    new = shown_secret(key_action(admin_client, "rotate_key", key, apply="Rotate", grace_seconds="600"))
+    key.refresh_from_db()
+    assert prefix_of(new) == key.prefix and key.matches(new) and key.matches(old)  # the old one, for the grace
+    grace = key.previous_secret_expires_at - before
+    assert timedelta(seconds=599) <= grace <= timedelta(seconds=610)
+    assert new not in admin_client.get(reverse("admin:accounts_poolapikey_change", args=[key.pk])).content.decode()
+    # A grace of 0 rotates now: the secret before stops at once.
+    newest = shown_secret(key_action(admin_client, "rotate_key", key, apply="Rotate", grace_seconds="0"))
+    key.refresh_from_db()
+    assert key.matches(newest) and not key.matches(new) and not key.matches(old)
+    assert key.previous_secret_expires_at is None
+    rotations = AuditLog.objects.filter(action="rotate_api_key", object_id=str(key.pk), actor="admin:admin")
+    assert rotations.count() == 2 and all(key.secret_hash not in str(r.changes) for r in rotations)
+
+
+def test_the_admin_saves_a_keys_policy_and_audits_it(admin_client):
+    pool = make_pool()
+    key, raw = make_key(pool)
+    url = reverse("admin:accounts_poolapikey_change", args=[key.pk])
+    data = change_page_data(admin_client.get(url))
+    budgets = [
+        {"window": "5h", "kind": "tokens", "amount": 200000},
+        {"window": "month", "kind": "input_tokens", "amount": 5000000, "model": "gpt-5.5"},
+        {"window": "day", "kind": "cost", "amount": 5.0},
+    ]
+    data.update(
+        {
+            "expires_at_0": "2027-01-31",
+            "expires_at_1": "00:00:00",
+            "rpm": "30",
+            "tokens_per_day": "100000",
+            "max_concurrent": "2",
+            "allowed_models": json.dumps(["gpt-5.2", "gpt-5.5"]),
+            "forced_model": "gpt-5.2",
+            "max_reasoning_effort": "low",
+            "reasoning_effort_over_cap": "refuse",
+            "forced_service_tier": "flex",
+            "allowed_service_tiers": json.dumps(["default", "flex"]),
+            "max_input_tokens": "50000",
+            "max_output_tokens": "4000",
+            "budgets": json.dumps(budgets),
+        }
+    )
+    saved = admin_client.post(url, data)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors if saved.context else saved
+    key.refresh_from_db()
+    assert key.expires_at == datetime(2027, 1, 31, tzinfo=UTC)
+    assert (key.rpm, key.tokens_per_day, key.max_concurrent) == (30, 100000, 2)
+    assert (key.forced_model, key.max_reasoning_effort, key.reasoning_effort_over_cap) == ("gpt-5.2", "low", "refuse")
+    assert (key.forced_service_tier, key.allowed_service_tiers) == ("flex", ["default", "flex"])
+    assert (key.max_input_tokens, key.max_output_tokens) == (50000, 4000)
+    assert key.allowed_models == ["gpt-5.2", "gpt-5.5"] and key.budgets == budgets
+    assert key.matches(raw)  # an edit is not a rotation
+    change = AuditLog.objects.get(action="change", object_type="poolapikey", object_id=str(key.pk))
+    assert change.actor == "admin:admin"
+    assert change.changes["forced_model"] == {"before": "", "after": "gpt-5.2"}
+    assert change.changes["budgets"]["after"] == budgets and "secret_hash" not in change.changes
+    # A budget the gateway could not read is refused on the form, and nothing changes.
+    data["budgets"] = json.dumps([{"window": "fortnight", "kind": "tokens", "amount": 5}])
+    refused = admin_client.post(url, data)
+    assert refused.status_code == 200 and "fortnight" in refused.content.decode()
+    assert PoolApiKey.objects.get(pk=key.pk).budgets == budgets
