@@ -10,7 +10,7 @@ def key_rows(key_row, count: int, timeout: float = 10, **filters) -> list[Reques
     query = RequestLog.objects.filter(api_key=key_row, **filters).order_by("created_at", "id")
     deadline = time.monotonic() + timeout
     while True:
-        rows = list(query)
+        rows = list(query.all())  # a fresh query each time: a QuerySet keeps the rows it read first
         if len(rows) >= count or time.monotonic() > deadline:
             break
         time.sleep(0.05)
