@@ -26,7 +26,7 @@ from accounts.tokens import RefreshFailed, refresh_account_async
 
 from . import db, fair_share, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish
-from .auth import authenticate, check_address
+from .auth import authenticate, bearer_token, check_address
 from .body import require_model
 from .dbthread import DATABASE_DOWN, note_outage
 from .errors import AccountsBusy, DatabaseUnavailable, PoolerError
@@ -94,6 +94,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         self.client_ip = client_address((self.scope.get("client") or [None])[0], self.headers.get("x-forwarded-for"))
         try:
             self.key = await authenticate(self.headers)
+            self.token = bearer_token(self.headers)  # each turn reads its key anew (turns.begin)
             await self._check_address()
             # Read now, so the rate-limit events of this connection's turns are rewritten without a wait.
             await pool_quota.current(self.key.pool)
@@ -191,11 +192,11 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         earlier = self.history if frame.get("previous_response_id") and self._knows_chain(frame) else None
         # A compaction is planned like a new turn: it may be better made on another account (routing.py).
         if self.account is None or turn.compaction:
-            plan = await begin(turn, session, body=frame, earlier_input=earlier)
+            plan = await begin(turn, session, self.token, body=frame, earlier_input=earlier)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
-        if await recheck(turn, self.account.id, frame, earlier) is None:
+        if await recheck(turn, self.token, self.account.id, frame, earlier) is None:
             # Paused, out of quota or needing a login since the last turn: chosen again, like a new turn.
-            plan = await begin(turn, session)
+            plan = await begin(turn, session, self.token)
             return plan.accounts[: settings.POOLER_MAX_ATTEMPTS]
         turn.plan = routing.Plan(
             accounts=[self.account],

@@ -17,7 +17,7 @@ from accounts.tokens import RefreshFailed, refresh_account_async
 
 from . import db, fair_share, key_policy, limits, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish, observe_quota
-from .auth import check_address, check_usable, lookup_key
+from .auth import check_address, lookup_key
 from .dbthread import DATABASE_DOWN, note_outage, run_to_end
 from .errors import (
     AccountsBusy,
@@ -60,10 +60,7 @@ def _prepare(
     """Everything before the first byte that reads the database, in one trip to a db thread (every hop to a
     thread waits for a core under load): the key when the turn has none yet, its policy applied to the `body`
     (which replaces a forced model before routing), its limits and budgets, the accounts."""
-    if turn.key is None:
-        turn.key = lookup_key(token)
-    else:
-        check_usable(turn.key)  # a websocket's key, read at connect, may have expired since
+    turn.key = lookup_key(token)
     key = turn.key
     check_address(key, turn.client_ip)
     _apply_policy(turn, body, earlier_input)
@@ -80,11 +77,11 @@ def _plan(turn: Turn, session: str | None) -> routing.Plan:
     return routing.plan_turn(turn.key.pool, turn.model, session, compacted=turn.compacted, compaction=turn.compaction)
 
 
-def _recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
-    """A later turn on an open websocket, in one database step: the key's policy on its `body`, the
-    connection's account as it is now, and the key's admission when the account can still serve the turn (None
-    when it cannot: planned anew)."""
-    check_usable(turn.key)
+def _recheck(turn: Turn, token: str, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
+    """A later turn on an open websocket, in one database step: its key as it is now (see _prepare), the key's
+    policy on its `body`, the connection's account as it is now, and the key's admission when the account can
+    still serve the turn (None when it cannot: planned anew)."""
+    turn.key = lookup_key(token)
     _apply_policy(turn, body, earlier_input)
     current = routing.current_account(account_id)
     if current is None or current.ineligibility(turn.model, timezone.now()):
@@ -96,12 +93,14 @@ def _recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None
 
 
 async def begin(
-    turn: Turn, session: str | None, token: str = "", body: dict | None = None, earlier_input: list | None = None
+    turn: Turn, session: str, token: str, body: dict | None = None, earlier_input: list | None = None
 ) -> routing.Plan:
-    """Authentication (given the bearer `token` of a turn without a key), the key's policy on `body`, admission
-    and the account choice.
+    """Authentication of the bearer `token`, the key's policy on `body`, admission and the account choice.
 
-    A refusal of a known key is accounted (no upstream attempt) and raised; a refused token is only raised.
+    Every turn reads its key, an open websocket's too: a key revoked, paused, expired or rotated past its grace
+    since the connection opened refuses the connection's next turn (one indexed read, in the step the turn
+    makes anyway). A refusal of a known key is accounted (no upstream attempt) and raised; a refused token is
+    only raised (on a websocket, the connection's key is the turn's, and the consumer accounts it).
     """
     try:
         return await run_to_end(_prepare, turn, token, session, body, earlier_input)
@@ -114,9 +113,11 @@ async def begin(
         raise
 
 
-async def recheck(turn: Turn, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
-    """See _recheck (a refusal by the key's policy or limits is raised, for the caller to account)."""
-    return await run_to_end(_recheck, turn, account_id, body, earlier_input)
+async def recheck(
+    turn: Turn, token: str, account_id: int, body: dict, earlier_input: list | None
+) -> UpstreamAccount | None:
+    """See _recheck (a refusal of the key, its policy or limits is raised, for the caller to account)."""
+    return await run_to_end(_recheck, turn, token, account_id, body, earlier_input)
 
 
 async def replan(turn: Turn, session: str | None) -> list[UpstreamAccount]:
