@@ -222,6 +222,11 @@ class UpstreamAccountAdmin(PoolScoped, AuditedAdmin):
 
         return device_login_urls(self) + super().get_urls()
 
+    def has_change_permission(self, request, obj=None):
+        # Seen by a pool operator when it serves one of their pools; changed only when it serves no other.
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or scope_of(request).may_change_account(obj))
+
     def get_fields(self, request, obj=None):
         # A new account comes only from credentials; its identity is read from the id token.
         if obj is None:
@@ -252,8 +257,13 @@ class UpstreamAccountAdmin(PoolScoped, AuditedAdmin):
 
     def _set_status(self, request, queryset, from_status: str, to_status: str, action: str):
         """Move the selected accounts in `from_status` to `to_status`; the others are named as skipped."""
-        moved = 0
+        moved, scope = 0, scope_of(request)
         for account in queryset:
+            if not scope.may_change_account(account):
+                self.message_user(
+                    request, f"{account.label}: skipped, it also serves pools you do not operate", messages.WARNING
+                )
+                continue
             if account.status != from_status:
                 self.message_user(
                     request, f"{account.label}: skipped, it is {account.status} (not {from_status})", messages.WARNING

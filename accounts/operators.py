@@ -66,6 +66,11 @@ class Scope:
     def accounts(self) -> QuerySet:
         return self.filter(UpstreamAccount.objects.all(), "memberships__pool")
 
+    def may_change_account(self, account: UpstreamAccount) -> bool:
+        """Whether the user may pause, resume or edit `account`: a pool operator may only look at an account that
+        also serves a pool they do not run, since changing it would change that pool too."""
+        return self.everything or not account.memberships.exclude(pool_id__in=self.pool_ids).exists()
+
     def keys(self) -> QuerySet:
         return self.filter(PoolApiKey.objects.all(), "pool")
 

@@ -361,6 +361,8 @@ _SWITCHABLE = (AccountStatus.ACTIVE, AccountStatus.PAUSED)
 
 def set_account_status(account: str, status: str, actor: str) -> dict:
     row = get_account_row(account)
+    if not _scope().may_change_account(row):
+        raise InvalidInput(f"{row.label} also serves pools you do not operate: only an owner may pause or resume it")
     if row.status not in _SWITCHABLE:
         action = "paused" if status == AccountStatus.PAUSED else "resumed"
         fix = (

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import operators
-from accounts.models import AuditLog, Pool, PoolApiKey, RequestLog, SessionAffinity, UpstreamAccount
+from accounts.models import AuditLog, Pool, PoolApiKey, PoolMembership, RequestLog, SessionAffinity, UpstreamAccount
 from tests.factories import make_account, make_key, make_mcp_token, make_pool
 from tests.support.browser import ARTIFACTS, needs_chromium, operator_page
 from tests.test_admin_pages import change_page_data
@@ -163,3 +163,29 @@ def test_an_operators_mcp_token_reads_and_writes_their_pools_only(pooler, two_po
     assert key.revoked_at is None and key.paused_at is None
     assert UpstreamAccount.objects.get(label="mine-account").status == "paused"
     assert AuditLog.objects.filter(actor="mcp:olga", action="pause_account").count() == 1
+
+
+def test_an_account_shared_with_another_pool_is_read_only_to_a_pool_operator(pooler, admin_client, two_pools):
+    mine, theirs = two_pools["mine"], two_pools["theirs"]
+    shared = make_account(mine["pool"], label="shared-account")
+    PoolMembership.objects.create(pool=theirs["pool"], account=shared)
+    client = two_pools["client"]
+    # Seen, since it serves their pool, but not changed: that would change the other pool too.
+    page = client.get(reverse("admin:accounts_upstreamaccount_change", args=[shared.pk]))
+    assert page.status_code == 200 and "View upstream account" in page.content.decode()
+    data = {"label": "renamed", "status": "paused", "base_url": shared.base_url}
+    assert client.post(reverse("admin:accounts_upstreamaccount_change", args=[shared.pk]), data).status_code == 403
+    changelist = reverse("admin:accounts_upstreamaccount_changelist")
+    paused = client.post(
+        changelist, {"action": "pause_accounts", "_selected_action": [shared.pk, mine["account"].pk]}, follow=True
+    )
+    assert "Shared-account: skipped, it also serves pools you do not operate" in paused.content.decode()
+    assert UpstreamAccount.objects.get(pk=shared.pk).status == "active"
+    assert UpstreamAccount.objects.get(pk=mine["account"].pk).status == "paused"
+    _, writer = make_mcp_token(two_pools["operator"], can_write=True)
+    _, (refused,) = call_all(f"{pooler.url}/mcp", writer, [("pause_account", {"account": "shared-account"})])
+    assert refused.is_error and "also serves pools you do not operate" in refused.content[0].text
+    assert UpstreamAccount.objects.get(pk=shared.pk).status == "active"
+    # An owner runs every pool: the same action pauses it.
+    admin_client.post(changelist, {"action": "pause_accounts", "_selected_action": [shared.pk]})
+    assert UpstreamAccount.objects.get(pk=shared.pk).status == "paused"
