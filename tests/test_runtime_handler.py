@@ -12,6 +12,11 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the admin's login page r
 
 
 async def get(path: str) -> int:
+    return (await get_response(path))["status"]
+
+
+async def get_response(path: str) -> dict:
+    """The http.response.start message of a GET through the pooler's ASGI application."""
     scope = {
         "type": "http",
         "http_version": "1.1",
@@ -32,7 +37,7 @@ async def get(path: str) -> int:
         pass
     await app.send_input({"type": "http.disconnect"})
     await app.wait(5)
-    return start["status"]
+    return start
 
 
 async def test_a_runtime_request_sends_its_signals_on_the_event_loop():
