@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 4000
 CODEX_VERSION := 0.169.0
 
-.PHONY: run test test-fast lint demo bench profile soak codex-cli chromium promtool clients clean
+.PHONY: run test test-fast lint demo bench bench-peers profile soak codex-cli chromium promtool clients clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ demo: $(VENV)/.installed codex-cli
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run
+	$(PY) -m bench.peers
+
+# The pooler beside LiteLLM's proxy (installed once into .cache/bench/litellm, never into .venv) and a direct
+# connection, on the same turns; BENCH_ARGS for a quick run, e.g. "--targets direct,pooler --seconds 3 --no-cpu".
+bench-peers: $(VENV)/.installed
+	$(PY) -m bench.peers $(BENCH_ARGS)
 
 profile: $(VENV)/.installed
 	$(PY) -m bench.profile
