@@ -25,7 +25,16 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import RESULTS, cpu_model, percentile, production_env, reference_loop_ms, turn_body
+from bench.run import (
+    PEERS_END,
+    PEERS_START,
+    RESULTS,
+    cpu_model,
+    percentile,
+    production_env,
+    reference_loop_ms,
+    turn_body,
+)
 from bench.stack import REPO, free_port, seed, start, start_pooler, wait_for
 
 LITELLM = "litellm[proxy]==1.108.7"
@@ -36,7 +45,6 @@ LABELS = {"direct": "direct", "litellm": "LiteLLM", "pooler": "pooler", "codex":
 DELTAS = 60  # text deltas per turn in the throughput rows, as `make bench`'s turns
 OTHER_EVENTS = 8  # the events of a turn around its deltas (created, in_progress, added, done, completed...)
 CPU_DELTAS = (10, 200)
-START, END = "<!-- peers:start -->", "<!-- peers:end -->"
 
 
 def litellm_python() -> Path:
@@ -225,7 +233,7 @@ def table(targets: list[str], levels: list[int], results: dict) -> list[str]:
 def report(args, lines: list[str], cpu: dict, speed: list[float]) -> list[str]:
     database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
     out = [
-        START,
+        PEERS_START,
         "## Side by side: LiteLLM, the pooler and a direct connection",
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; command: `make bench-peers` (`python -m bench.peers`)",
@@ -256,15 +264,15 @@ def report(args, lines: list[str], cpu: dict, speed: list[float]) -> list[str]:
             ),
             "",
         ]
-    return [*out, END]
+    return [*out, PEERS_END]
 
 
 def write_section(section: list[str]) -> None:
     """Put the section into RESULTS.md in place of the last one (or at its end), keeping the rest."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + "\n".join(section) + rest.split(END, 1)[1]
+    if PEERS_START in text and PEERS_END in text:
+        head, rest = text.split(PEERS_START, 1)
+        text = head + "\n".join(section) + rest.split(PEERS_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
     RESULTS.write_text(text)

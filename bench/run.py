@@ -35,6 +35,7 @@ from bench.stack import (
 from deploy.serve import cores
 
 RESULTS = REPO / "bench" / "RESULTS.md"
+PEERS_START, PEERS_END = "<!-- peers:start -->", "<!-- peers:end -->"  # bench/peers.py's section of RESULTS
 BODY_BYTES = 40 * 1024
 EVENTS_PER_TURN = 70  # 60 text deltas and the events around them (the simulator's `deltas: 60`)
 EVENT_BUDGET = 1500  # SSE events a second, all streams together, in the TTFB rows
@@ -565,7 +566,15 @@ def write_results(rows, args, speed: list[float]) -> None:
         *targets_met(rows),
         "",
     ]
-    write_report(RESULTS, lines)
+    write_report(RESULTS, [*lines, *peers_section()])
+
+
+def peers_section() -> list[str]:
+    """The section bench/peers.py wrote into RESULTS.md: this run does not measure it, so it keeps it."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    if PEERS_START not in text or PEERS_END not in text:
+        return []
+    return [PEERS_START + text.split(PEERS_START, 1)[1].split(PEERS_END, 1)[0] + PEERS_END, ""]
 
 
 def write_report(path: Path, lines: list[str]) -> None:
