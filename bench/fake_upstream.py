@@ -6,12 +6,14 @@ That serves LiteLLM's OpenAI provider (`<api_base>/responses`) and the pooler's 
 text deltas and kept as bytes, so the fake spends its time writing, not building: the "direct" column is what
 the machine's HTTP stack costs, and what a gateway adds shows beside it. Every other request gets `{}` (the
 bench's seeding registers accounts with a POST to `/_sim/accounts`, and a GET is its health check);
-`POST /_bench/deltas {"deltas": N}` sets how many text deltas the next turns stream.
+`POST /_bench/turn {"deltas": N, "event_delay": s}` sets how many text deltas the next turns stream, and the
+seconds between two events (0: all at once, and the kernel hands them on in a few large reads).
 
 `python -m bench.fake_upstream --port 4200 --deltas 60`
 """
 
 import argparse
+import asyncio
 import json
 from functools import cache
 
@@ -20,7 +22,7 @@ import uvicorn
 from proxy.sse import encode_event
 from simulator import turns
 
-_state = {"deltas": 60}
+_state = {"deltas": 60, "event_delay": 0.0}
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -50,12 +52,15 @@ async def app(scope, receive, send) -> None:
     if scope["method"] == "POST" and path.endswith("/responses"):
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         # One write per event, as a model's answer arrives: a gateway relays each as it comes.
+        delay = _state["event_delay"]
         for event in turn_stream(_state["deltas"]):
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            if delay:
+                await asyncio.sleep(delay)
         await send({"type": "http.response.body", "body": b""})
         return
-    if scope["method"] == "POST" and path == "/_bench/deltas":
-        _state["deltas"] = int(json.loads(body)["deltas"])
+    if scope["method"] == "POST" and path == "/_bench/turn":
+        _state.update(json.loads(body))
     await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
     await send({"type": "http.response.body", "body": json.dumps(_state).encode()})
 
@@ -64,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.fake_upstream", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4200)
-    parser.add_argument("--deltas", type=int, default=60, help="text deltas per turn (until /_bench/deltas)")
+    parser.add_argument("--deltas", type=int, default=60, help="text deltas per turn (until /_bench/turn)")
     args = parser.parse_args()
     _state["deltas"] = args.deltas
     # uvicorn takes httptools and uvloop when they are installed (LiteLLM's environment has them).

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench.run import (
+    EVENT_BUDGET,
     PEERS_END,
     PEERS_START,
     RESULTS,
@@ -115,8 +116,9 @@ class Peers:
         self.urls["pooler"], self.urls["codex"] = f"{base}/v1/responses", f"{base}/backend-api/codex/responses"
         self.headers["pooler"] = self.headers["codex"] = {"Authorization": f"Bearer {key}"}
 
-    def set_deltas(self, deltas: int) -> None:
-        httpx.post(f"{self.upstream}/_bench/deltas", json={"deltas": deltas}).raise_for_status()
+    def set_turn(self, deltas: int, event_delay: float = 0.0) -> None:
+        turn = {"deltas": deltas, "event_delay": event_delay}
+        httpx.post(f"{self.upstream}/_bench/turn", json=turn).raise_for_status()
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -169,7 +171,7 @@ def cpu_seconds(pid: int) -> float:
 
 def throughput(peers: Peers, targets: list[str], levels: list[int], seconds: float, rounds: int) -> dict:
     """(target, concurrency) -> (median turns a second, median first-byte p50 in ms) over `rounds`."""
-    peers.set_deltas(DELTAS)
+    peers.set_turn(DELTAS)
     for name in targets:  # connections opened, LiteLLM's first-request work done
         asyncio.run(closed_loop(peers.urls[name], peers.headers[name], 2, turns=20))
     runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -191,13 +193,18 @@ def throughput(peers: Peers, targets: list[str], levels: list[int], seconds: flo
 
 def cpu_split(peers: Peers, targets: list[str], turns: int, concurrency: int = 10) -> dict:
     """target -> (CPU ms per turn apart from its events, CPU µs per streamed event), by a line through the
-    CPU per turn at CPU_DELTAS deltas."""
+    CPU per turn at CPU_DELTAS deltas.
+
+    The events are paced, as a model's tokens come, so that each reaches the gateway on its own (all at once,
+    they arrive in a few large reads, and a gateway that relays bytes would pay per read, not per event); at
+    most EVENT_BUDGET a second in all, which every process here keeps up with.
+    """
     split = {}
     for name in (t for t in ("litellm", "pooler", "codex") if t in targets):
         pid = peers.processes["pooler" if name == "codex" else name].pid
         per_turn = []
         for deltas in CPU_DELTAS:
-            peers.set_deltas(deltas)
+            peers.set_turn(deltas, event_delay=concurrency / EVENT_BUDGET)
             before = cpu_seconds(pid)
             asyncio.run(closed_loop(peers.urls[name], peers.headers[name], concurrency, turns=turns))
             per_turn.append((cpu_seconds(pid) - before) / turns)
@@ -205,7 +212,7 @@ def cpu_split(peers: Peers, targets: list[str], turns: int, concurrency: int = 1
         per_event = (c2 - c1) / (e2 - e1)
         split[name] = ((c1 - per_event * e1) * 1000, per_event * 1e6)
         print(f"CPU {name}: {split[name][0]:.2f} ms a turn + {split[name][1]:.1f} µs an event", flush=True)
-    peers.set_deltas(DELTAS)
+    peers.set_turn(DELTAS)
     return split
 
 
@@ -253,7 +260,8 @@ def report(args, lines: list[str], cpu: dict, speed: list[float]) -> list[str]:
     if cpu:
         out += [
             f"CPU of the gateway process, from {args.cpu_turns} turns at 10 clients with {CPU_DELTAS[0]} and "
-            f"{CPU_DELTAS[1]} deltas, split by a straight line into a part per turn and a part per streamed event:",
+            f"{CPU_DELTAS[1]} deltas, events paced ({EVENT_BUDGET} a second in all, so each arrives on its own as "
+            "a model's tokens do), split by a straight line into a part per turn and a part per streamed event:",
             "",
             "| gateway | CPU per turn (without its events) | CPU per event | a turn of "
             f"{DELTAS + OTHER_EVENTS} events |",
@@ -284,7 +292,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,10,50", help="levels, comma-separated")
     parser.add_argument("--seconds", type=float, default=8, help="per target, level and round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--cpu-turns", type=int, default=400, help="turns per CPU measure")
+    parser.add_argument("--cpu-turns", type=int, default=200, help="turns per CPU measure")
     parser.add_argument("--no-cpu", dest="cpu", action="store_false", help="skip the per-event CPU split")
     args = parser.parse_args()
     targets = [t for t in TARGETS if t in args.targets.split(",")]

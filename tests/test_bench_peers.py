@@ -27,7 +27,7 @@ async def test_the_openai_sdk_reads_the_stream_as_litellm_does(monkeypatch):
     monkeypatch.setitem(fake_upstream._state, "deltas", 60)  # restored after the POST below changes it
     async with fake_client() as client:
         sdk = openai.AsyncOpenAI(base_url="http://fake/v1", api_key="unused", http_client=client)
-        await client.post("/_bench/deltas", json={"deltas": 5})
+        await client.post("/_bench/turn", json={"deltas": 5})
         stream = await sdk.responses.create(model="gpt-5.2", input="hi", stream=True)
         events = [event async for event in stream]
     assert [e.type for e in events].count("response.output_text.delta") == 5
