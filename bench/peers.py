@@ -251,10 +251,14 @@ def report(args, lines: list[str], cpu: dict, speed: list[float]) -> list[str]:
         f"- turns: 40 KB request bodies, `stream: true`, {DELTAS} text deltas ({DELTAS + OTHER_EVENTS} SSE events) "
         "from `bench/fake_upstream.py`; N clients send turns back to back (closed loop, httpx), "
         f"{args.seconds:g} s per target and level, targets alternating, medians of {args.rounds} rounds",
-        f"- {LITELLM} proxy: one process (`--num_workers 1`), no database, no master key; the pooler: one Daphne "
-        "process, five accounts, a Pool API key, auth, limits, routing and accounting on",
+        f"- LiteLLM's proxy (`{LITELLM}`, its own venv): one process (`--num_workers 1`), no database, no master "
+        "key; the pooler: one Daphne process, five accounts, a Pool API key, auth, limits, routing and accounting on",
         "",
         *lines,
+        "",
+        "Reading it: the load generator, the fake upstream, PostgreSQL and the gateway share the machine's two cores,",
+        "so the direct column is the machine without a gateway, and at 50 clients a gateway's first byte is mostly",
+        "waiting for a core. The throughput rows send each turn's events at once, as the issue's table did.",
         "",
     ]
     if cpu:
