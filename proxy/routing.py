@@ -338,7 +338,10 @@ def remember_session(
         return
     now = now or timezone.now()
     ttl = timedelta(seconds=pool.sticky_ttl_seconds)
-    pinned = SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash)
+
+    def pinned():  # built only when written: most turns of a pinned session write nothing
+        return SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash)
+
     if plan.owner is not None and plan.owner.id == account.id:
         changes = {}
         if foreign_items is not None and foreign_items != plan.foreign_items:
@@ -346,10 +349,10 @@ def remember_session(
         if compacted is not None and compacted != plan.compacted:
             changes["compacted"] = compacted
         if changes:
-            pinned.filter(account=account).update(**changes, expires_at=now + ttl)
+            pinned().filter(account=account).update(**changes, expires_at=now + ttl)
         # Renewing the pin on every turn would cost a write each: once half its lifetime is gone is enough.
         elif plan.pinned_until is None or plan.pinned_until - now < ttl / 2:
-            pinned.filter(account=account).update(expires_at=now + ttl)
+            pinned().filter(account=account).update(expires_at=now + ttl)
         return
     if plan.owner is None:
         # A new session, or one whose pin expired (not a move): one upsert.
@@ -368,7 +371,7 @@ def remember_session(
             update_fields=["account", "expires_at", "foreign_items", "compacted"],
         )
         return
-    pinned.update(
+    pinned().update(
         previous_account=plan.owner,
         account=account,
         move_reason=reason or "owner_failed",

@@ -1,11 +1,13 @@
 """Server-sent events: watch a stream go by without altering it, and parse it where we translate it."""
 
 import json
+import re
 from collections.abc import Iterator
 
 # The watcher parses only these events; every other event passes through untouched and unparsed.
 _WATCHED = (b"response.completed", b"response.failed", b"response.incomplete", b'"error"', b"codex.rate_limits")
 WATCHED_IN_FRAMES = tuple(marker.decode() for marker in _WATCHED)  # the same, for websocket text frames
+_WATCHED_SEARCH = re.compile(b"|".join(map(re.escape, _WATCHED))).search  # one scan of a block for all of them
 _ITEM_DONE = b"response.output_item.done"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 
@@ -59,7 +61,7 @@ class SseWatcher:
     def feed(self, chunk: bytes) -> None:
         for block in self._parser.blocks(chunk):
             self.events += 1
-            watched = any(marker in block for marker in _WATCHED)
+            watched = _WATCHED_SEARCH(block) is not None
             kept = self._keep_items and _ITEM_DONE in block
             if (watched or kept) and (event := parse_block(block)) is not None:
                 observe_event(self, event)

@@ -30,6 +30,7 @@ from .errors import (
     UsageLimitReached,
     error_response,
 )
+from .relay import coalesced
 from .sse import SseWatcher
 from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
 from .upstream import close as close_upstream  # `close` alone would read as closing the turn
@@ -410,7 +411,7 @@ class HttpTurn:
             watcher.feed(first)
             if out := translator.feed(first) if translator else first:
                 yield out
-            async for chunk in opened.rest:
+            async for chunk in coalesced(opened.rest):
                 watcher.feed(chunk)
                 if out := translator.feed(chunk) if translator else chunk:
                     yield out
