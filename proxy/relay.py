@@ -39,17 +39,18 @@ async def coalesced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     reader = asyncio.ensure_future(read())
     try:
         while True:
-            await arrived.wait()
-            arrived.clear()
-            if waiting:
-                piece = waiting[0] if len(waiting) == 1 else b"".join(waiting)
-                waiting.clear()
-                size = 0
-                room.set()
-                yield piece
-            elif reader.done():
-                reader.result()  # raises what ended the reading, if anything did
-                return
+            if not waiting:
+                if reader.done():
+                    reader.result()  # raises what ended the reading, if anything did
+                    return
+                arrived.clear()
+                await arrived.wait()
+                continue
+            piece = waiting[0] if len(waiting) == 1 else b"".join(waiting)
+            waiting.clear()
+            size = 0
+            room.set()
+            yield piece
     finally:
         if not reader.done():
             reader.cancel()

@@ -47,6 +47,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so a second request can reuse the connection
 
     def do_GET(self):
+        if self.path.startswith("/trickle"):
+            return self._trickle(pause=self.path.endswith("pause"))
         if self.path == "/slow":
             time.sleep(1)
         body = b"".join(b"data: %d\n\n" % i for i in range(50))
@@ -55,6 +57,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _trickle(self, pause: bool):
+        """An event every 0.1 s for 0.8 s (then, with `pause`, 1 s of silence before the last)."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for i in range(9):
+            if pause and i == 8:
+                time.sleep(1)
+            event = b"data: %d\n\n" % i
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+            time.sleep(0.1)
+        self.wfile.write(b"0\r\n\r\n")
 
     def log_message(self, *args):
         pass
@@ -88,6 +105,21 @@ async def test_a_silent_server_is_a_read_timeout(certificate, tls_server):
     async with pool(certificate) as connections:
         with pytest.raises(httpcore.ReadTimeout):
             await connections.request("GET", tls_server + "/slow", extensions={"timeout": {"read": 0.2}})
+
+
+async def test_a_read_timeout_is_per_read_not_per_stream(certificate, tls_server):
+    """A stream that keeps sending goes on past the read timeout (one timer per connection, moved on by each
+    read); a pause longer than the timeout, in the middle of the stream, fails the read waiting through it."""
+    timeout = {"timeout": {"read": 0.3}}
+    async with pool(certificate) as connections:
+        response = await connections.request("GET", tls_server + "/trickle", extensions=timeout)
+        assert response.content.count(b"data: ") == 9
+        async with connections.stream("GET", tls_server + "/trickle-pause", extensions=timeout) as response:
+            seen = b""
+            with pytest.raises(httpcore.ReadTimeout):
+                async for chunk in response.aiter_stream():
+                    seen += chunk
+            assert seen.count(b"data: ") == 8  # what came before the pause was read
 
 
 async def test_an_untrusted_certificate_is_refused(tls_server):
