@@ -169,7 +169,8 @@ async def _send(
     )
     try:
         # Response headers count toward the first-byte wait: a backend that hangs before them is skipped too.
-        return await asyncio.wait_for(client().send(request, stream=True), settings.POOLER_FIRST_BYTE_TIMEOUT)
+        async with asyncio.timeout(settings.POOLER_FIRST_BYTE_TIMEOUT):
+            return await client().send(request, stream=True)
     except (httpx.TimeoutException, TimeoutError):
         raise UpstreamFailure("timeout", message="upstream timed out before answering") from None
     except httpx.HTTPError as exc:
@@ -210,7 +211,8 @@ async def open_upstream(
         raise failure_from_response(response.status_code, response.headers, body)
     chunks = response.aiter_raw()
     try:
-        first = await asyncio.wait_for(anext(chunks), settings.POOLER_FIRST_BYTE_TIMEOUT)
+        async with asyncio.timeout(settings.POOLER_FIRST_BYTE_TIMEOUT):
+            first = await anext(chunks)
     except (TimeoutError, httpx.TimeoutException):
         await close_upstream(response)
         raise UpstreamFailure("timeout", message="no first byte in time") from None

@@ -3,6 +3,7 @@
 import json
 import time
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
@@ -68,6 +69,8 @@ def client() -> httpx.AsyncClient:
     if _client is None:
         _client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.POOLER_READ_TIMEOUT, connect=settings.POOLER_CONNECT_TIMEOUT),
+            # No cookie the backend sets (its CDN's, say) is kept: it would go with every account's next turns.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             transport=_PoolsBySession(settings.POOLER_UPSTREAM_POOLS),
             follow_redirects=False,
         )

@@ -132,3 +132,37 @@ async def test_a_closed_port_is_a_connect_error():
     async with httpcore.AsyncConnectionPool(network_backend=AsyncioBackend()) as connections:
         with pytest.raises(httpcore.ConnectError):
             await connections.request("GET", "http://127.0.0.1:9/")
+
+
+class _CookieHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = (self.headers.get("cookie") or "-").encode()
+        self.send_response(200)
+        self.send_header("set-cookie", "__cf_bm=account-a; Path=/")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+async def test_the_upstream_client_keeps_no_cookie_between_accounts():
+    """A cookie the backend sets on one account's answer never goes with the next turn (another account's)."""
+    from proxy import upstream
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CookieHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = upstream.client()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        first = await client.get(url, headers={"chatgpt-account-id": "a"})
+        assert first.headers["set-cookie"].startswith("__cf_bm=")
+        second = await client.get(url, headers={"chatgpt-account-id": "a"})
+        assert second.text == "-" and len(client.cookies) == 0
+    finally:
+        await upstream.client().aclose()
+        upstream._client = None
+        server.shutdown()
