@@ -18,6 +18,11 @@ class SseParser:
     def __init__(self):
         self._pending = b""
 
+    @property
+    def between_events(self) -> bool:
+        """Whether no event has begun without ending yet."""
+        return not self._pending
+
     def blocks(self, chunk: bytes) -> list[bytes]:
         data = self._pending + chunk
         if b"\r" in data:
@@ -59,6 +64,10 @@ class SseWatcher:
         self.rate_limits: dict | None = None
 
     def feed(self, chunk: bytes) -> None:
+        if self._parser.between_events and chunk.endswith(b"\n\n") and not self._keep_items:
+            if _WATCHED_SEARCH(chunk) is None:  # whole events, none watched: nothing to split or keep
+                self.events += chunk.count(b"\n\n")
+                return
         for block in self._parser.blocks(chunk):
             self.events += 1
             watched = _WATCHED_SEARCH(block) is not None
