@@ -237,7 +237,40 @@ def table(targets: list[str], levels: list[int], results: dict) -> list[str]:
     return lines
 
 
-def report(args, lines: list[str], cpu: dict, speed: list[float]) -> list[str]:
+# The targets of issue #27: pooler ÷ LiteLLM at 1 and 10 clients, the pooler's share of the direct turns a second
+# at 50, and what the pooler adds to the first byte p50 at 1 client.
+RATIO_TARGET, SHARE_TARGET, ADDED_FIRST_BYTE_TARGET_MS = 3.0, 0.9, 2.0
+
+
+def goals(results: dict) -> list[str]:
+    """The run against the issue's targets, one line each (for both pooler routes where both were run)."""
+    lines = []
+    for name in (t for t in ("pooler", "codex") if (t, 1) in results):
+        label = LABELS[name]
+        if ("litellm", 1) in results and (name, 10) in results:
+            ratios = [results[name, c][0] / results["litellm", c][0] for c in (1, 10)]
+            met = all(r >= RATIO_TARGET for r in ratios)
+            lines.append(
+                f"- {label} ÷ LiteLLM at 1 and 10 clients: {ratios[0]:.2f}× and {ratios[1]:.2f}× "
+                f"(target {RATIO_TARGET:g}×: {'met' if met else 'not met'})"
+            )
+        if ("direct", 50) in results and (name, 50) in results:
+            share = results[name, 50][0] / results["direct", 50][0]
+            lines.append(
+                f"- {label} at 50 clients: {share:.0%} of the direct connection's turns a second "
+                f"(target {SHARE_TARGET:.0%}: {'met' if share >= SHARE_TARGET else 'not met'})"
+            )
+        if ("direct", 1) in results:
+            added = results[name, 1][1] - results["direct", 1][1]
+            met = added <= ADDED_FIRST_BYTE_TARGET_MS
+            lines.append(
+                f"- {label}, first byte p50 added at 1 client: {added:+.1f} ms "
+                f"(target +{ADDED_FIRST_BYTE_TARGET_MS:g} ms: {'met' if met else 'not met'})"
+            )
+    return lines
+
+
+def report(args, lines: list[str], cpu: dict, speed: list[float], goals: list[str] = ()) -> list[str]:
     database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
     out = [
         PEERS_START,
@@ -256,6 +289,7 @@ def report(args, lines: list[str], cpu: dict, speed: list[float]) -> list[str]:
         "",
         *lines,
         "",
+        *([*goals, ""] if goals else []),
         "Reading it: the load generator, the fake upstream, PostgreSQL and the gateway share the machine's two cores,",
         "so the direct column is the machine without a gateway, and at 50 clients a gateway's first byte is mostly",
         "waiting for a core. The throughput rows send each turn's events at once, as the issue's table did.",
@@ -310,7 +344,7 @@ def main() -> None:
     finally:
         peers.stop()
     speed.append(reference_loop_ms())
-    section = report(args, table(targets, levels, results), cpu, speed)
+    section = report(args, table(targets, levels, results), cpu, speed, goals(results))
     print("\n".join(section))
     if targets == list(TARGETS) and levels == [1, 10, 50] and args.cpu:
         write_section(section)

@@ -44,3 +44,21 @@ def test_the_peers_section_is_replaced_by_peers_and_kept_by_make_bench(tmp_path,
     assert results.read_text() == f"# Benchmark results\n\nrows\n\n{run.PEERS_START}\nsecond\n{run.PEERS_END}\n"
     run.write_report(results, ["# Benchmark results", "", "new rows", "", *run.peers_section()])
     assert results.read_text().endswith(f"new rows\n\n{run.PEERS_START}\nsecond\n{run.PEERS_END}\n")
+
+
+def test_the_section_says_how_a_run_stands_against_the_targets():
+    results = {
+        ("direct", 1): (600, 0.8),
+        ("direct", 10): (650, 9.0),
+        ("direct", 50): (170, 190.0),
+        ("litellm", 1): (30, 12.0),
+        ("litellm", 10): (35, 160.0),
+        ("pooler", 1): (105, 6.8),
+        ("pooler", 10): (160, 45.0),
+        ("pooler", 50): (160, 250.0),
+    }
+    assert peers.goals(results) == [
+        "- pooler ÷ LiteLLM at 1 and 10 clients: 3.50× and 4.57× (target 3×: met)",
+        "- pooler at 50 clients: 94% of the direct connection's turns a second (target 90%: met)",
+        "- pooler, first byte p50 added at 1 client: +6.0 ms (target +2 ms: not met)",
+    ]
