@@ -15,42 +15,64 @@ from collections.abc import AsyncIterator
 _MAX_WAITING = 256 * 1024
 
 
-async def coalesced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The bytes of `chunks`, joined where they arrived while the consumer was busy. An error of the reader
-    (an upstream cut) is raised after the bytes read before it; closing this closes the reader."""
-    waiting: list[bytes] = []
-    size = 0
-    arrived, room = asyncio.Event(), asyncio.Event()
-    room.set()
+class _Backlog:
+    """The chunks read and not yet sent. Each side waits on a future of its own only while it has to: an open
+    stream holds no more than these slots (it waits for the model for most of its life)."""
 
-    async def read() -> None:
-        nonlocal size
+    __slots__ = ("chunks", "size", "relay_waits", "reader_waits")
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.relay_waits: asyncio.Future | None = None
+        self.reader_waits: asyncio.Future | None = None
+
+    async def fill(self, source: AsyncIterator[bytes]) -> None:
         try:
-            async for chunk in chunks:
-                waiting.append(chunk)
-                size += len(chunk)
-                arrived.set()
-                if size >= _MAX_WAITING:
-                    room.clear()
-                    await room.wait()
+            async for chunk in source:
+                self.chunks.append(chunk)
+                self.size += len(chunk)
+                _wake(self.relay_waits)
+                if self.size >= _MAX_WAITING:
+                    self.reader_waits = asyncio.get_running_loop().create_future()
+                    await self.reader_waits
         finally:
-            arrived.set()  # the end, or an error, wakes the relay too
+            _wake(self.relay_waits)  # the end, or an error, wakes the relay too
 
-    reader = asyncio.ensure_future(read())
+    async def arrival(self) -> None:
+        self.relay_waits = asyncio.get_running_loop().create_future()
+        try:
+            await self.relay_waits
+        finally:
+            self.relay_waits = None
+
+    def take(self) -> bytes:
+        piece = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.size = 0
+        _wake(self.reader_waits)
+        return piece
+
+
+def _wake(waiter: asyncio.Future | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+async def coalesced(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The bytes of `source`, joined where they arrived while the consumer was busy. An error of the reader
+    (an upstream cut) is raised after the bytes read before it; closing this closes the reader."""
+    backlog = _Backlog()
+    reader = asyncio.ensure_future(backlog.fill(source))
     try:
         while True:
-            if not waiting:
-                if reader.done():
-                    reader.result()  # raises what ended the reading, if anything did
-                    return
-                arrived.clear()
-                await arrived.wait()
-                continue
-            piece = waiting[0] if len(waiting) == 1 else b"".join(waiting)
-            waiting.clear()
-            size = 0
-            room.set()
-            yield piece
+            if backlog.chunks:
+                yield backlog.take()
+            elif reader.done():
+                reader.result()  # raises what ended the reading, if anything did
+                return
+            else:
+                await backlog.arrival()
     finally:
         if not reader.done():
             reader.cancel()

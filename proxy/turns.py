@@ -323,6 +323,7 @@ class HttpTurn:
                     turn.first_byte_at = time.monotonic()
                     turn.note_migration(account, failures)
                     observe_quota(turn, opened.response.headers)
+                    turn.plan.accounts = []  # the candidates not needed are not held while the answer streams
                     return opened
                 if failures or not await queue.wait():
                     break
