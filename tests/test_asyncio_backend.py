@@ -155,6 +155,7 @@ async def test_the_upstream_client_keeps_no_cookie_between_accounts():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CookieHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    earlier, upstream._client = upstream._client, None  # one made on this test's loop (an earlier test's is closed)
     client = upstream.client()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -163,6 +164,6 @@ async def test_the_upstream_client_keeps_no_cookie_between_accounts():
         second = await client.get(url, headers={"chatgpt-account-id": "a"})
         assert second.text == "-" and len(client.cookies) == 0
     finally:
-        await upstream.client().aclose()
-        upstream._client = None
+        await client.aclose()
+        upstream._client = earlier
         server.shutdown()
