@@ -270,7 +270,7 @@ def goals(results: dict) -> list[str]:
     return lines
 
 
-def report(args, lines: list[str], cpu: dict, speed: list[float], goals: list[str] = ()) -> list[str]:
+def report(args, lines: list[str], cpu: dict, speed: list[float], goal_lines: list[str] = ()) -> list[str]:
     database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
     out = [
         PEERS_START,
@@ -289,7 +289,7 @@ def report(args, lines: list[str], cpu: dict, speed: list[float], goals: list[st
         "",
         *lines,
         "",
-        *([*goals, ""] if goals else []),
+        *([*goal_lines, ""] if goal_lines else []),
         "Reading it: the load generator, the fake upstream, PostgreSQL and the gateway share the machine's two cores,",
         "so the direct column is the machine without a gateway, and at 50 clients a gateway's first byte is mostly",
         "waiting for a core. The throughput rows send each turn's events at once, as the issue's table did.",
