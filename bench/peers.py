@@ -2,11 +2,12 @@
 instead, on the same streamed Responses turns to the same fake upstream (`bench/fake_upstream.py`).
 
 Targets: `direct` (the fake upstream itself), `litellm` (its proxy, one process, no database, no auth),
-`pooler` (`/v1/responses` with a Pool API key; one Daphne process, five accounts) and `codex` (the pooler's
-Codex route). Each round runs every concurrency level and, within it, every target in turn for the same
-seconds, so a slow minute of the shared host falls on all of them; the table shows medians over the rounds.
-Then the CPU a gateway process spends on a turn is split into a per-turn and a per-event part, from fixed runs
-at two event counts.
+`floor` (the pooler's serving stack doing none of the pooler's work: bench/floor.py), `pooler`
+(`/v1/responses` with a Pool API key; one Daphne process, five accounts) and `codex` (the pooler's Codex route).
+Each round runs every concurrency level and, within it, every target in turn for the same seconds, so a slow
+minute of the shared host falls on all of them; the table shows medians over the rounds. Then the CPU a
+gateway process spends on a turn is split into a per-turn and a per-event part, from fixed runs at two event
+counts.
 
 A quick comparison while optimizing: `python -m bench.peers --targets direct,pooler --concurrency 1,10
 --seconds 3 --no-cpu` (RESULTS.md is written only by a run of every target at the default levels).
@@ -41,8 +42,14 @@ from bench.stack import REPO, free_port, seed, start, start_pooler, wait_for
 LITELLM = "litellm[proxy]==1.108.7"
 VENV = REPO / ".cache" / "bench" / "litellm"
 LOGS = REPO / ".cache" / "bench"
-TARGETS = ("direct", "litellm", "pooler", "codex")
-LABELS = {"direct": "direct", "litellm": "LiteLLM", "pooler": "pooler", "codex": "pooler, Codex route"}
+TARGETS = ("direct", "litellm", "floor", "pooler", "codex")
+LABELS = {
+    "direct": "direct",
+    "litellm": "LiteLLM",
+    "floor": "stack floor",
+    "pooler": "pooler",
+    "codex": "pooler, Codex route",
+}
 DELTAS = 60  # text deltas per turn in the throughput rows, as `make bench`'s turns
 OTHER_EVENTS = 8  # the events of a turn around its deltas (created, in_progress, added, done, completed...)
 CPU_DELTAS = (10, 200)
@@ -98,6 +105,8 @@ class Peers:
                 self.urls["litellm"] = f"http://127.0.0.1:{port}/v1/responses"
             if {"pooler", "codex"} & set(targets):
                 self._start_pooler()
+            if "floor" in targets:  # after the pooler's: both read the settings of the DATABASE_URL it sets
+                self._start_floor()
         except BaseException:
             self.stop()
             raise
@@ -115,6 +124,15 @@ class Peers:
         base = f"http://127.0.0.1:{port}"
         self.urls["pooler"], self.urls["codex"] = f"{base}/v1/responses", f"{base}/backend-api/codex/responses"
         self.headers["pooler"] = self.headers["codex"] = {"Authorization": f"Bearer {key}"}
+
+    def _start_floor(self) -> None:
+        """Daphne, Django and httpx as the pooler runs them, forwarding without deciding anything."""
+        port = free_port()
+        env = {**production_env(), "DJANGO_SETTINGS_MODULE": "bench.floor_settings", "BENCH_UPSTREAM": self.upstream}
+        address = f"tcp:port={port}:interface=127.0.0.1:backlog=1024"
+        args = [sys.executable, "-m", "daphne", "-e", address, "bench.floor:application"]
+        self.processes["floor"] = start(args, f"http://127.0.0.1:{port}/healthz", env=env, log=LOGS / "floor.log")
+        self.urls["floor"] = f"http://127.0.0.1:{port}/v1/responses"
 
     def set_turn(self, deltas: int, event_delay: float = 0.0) -> None:
         turn = {"deltas": deltas, "event_delay": event_delay}
@@ -200,7 +218,7 @@ def cpu_split(peers: Peers, targets: list[str], turns: int, concurrency: int = 1
     most EVENT_BUDGET a second in all, which every process here keeps up with.
     """
     split = {}
-    for name in (t for t in ("litellm", "pooler", "codex") if t in targets):
+    for name in (t for t in ("litellm", "floor", "pooler", "codex") if t in targets):
         pid = peers.processes["pooler" if name == "codex" else name].pid
         per_turn = []
         for deltas in CPU_DELTAS:
@@ -267,6 +285,17 @@ def goals(results: dict) -> list[str]:
                 f"- {label}, first byte p50 added at 1 client: {added:+.1f} ms "
                 f"(target +{ADDED_FIRST_BYTE_TARGET_MS:g} ms: {'met' if met else 'not met'})"
             )
+    if ("floor", 1) in results and ("direct", 1) in results:
+        added = results["floor", 1][1] - results["direct", 1][1]
+        share = (
+            f", at 50 clients {results['floor', 50][0] / results['direct', 50][0]:.0%} of direct"
+            if (("floor", 50) in results and ("direct", 50) in results)
+            else ""
+        )
+        lines.append(
+            f"- {LABELS['floor']} (the same Daphne, Django handler, upstream client and relay, none of the pooler's "
+            f"work): first byte p50 added at 1 client {added:+.1f} ms{share}"
+        )
     return lines
 
 
@@ -292,7 +321,10 @@ def report(args, lines: list[str], cpu: dict, speed: list[float], goal_lines: li
         *([*goal_lines, ""] if goal_lines else []),
         "Reading it: the load generator, the fake upstream, PostgreSQL and the gateway share the machine's two cores,",
         "so the direct column is the machine without a gateway, and at 50 clients a gateway's first byte is mostly",
-        "waiting for a core. The throughput rows send each turn's events at once, as the issue's table did.",
+        "waiting for a core. The throughput rows send each turn's events at once, as the issue's table did. The",
+        "stack floor (`bench/floor.py`) is the pooler's serving stack forwarding without deciding anything (no key,",
+        "database, routing or accounting): what it adds is what Daphne, Django and httpx cost here; what the pooler",
+        "adds beyond it is the pooler's own work.",
         "",
     ]
     if cpu:

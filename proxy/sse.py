@@ -64,10 +64,15 @@ class SseWatcher:
         self.rate_limits: dict | None = None
 
     def feed(self, chunk: bytes) -> None:
-        if self._parser.between_events and chunk.endswith(b"\n\n") and not self._keep_items:
-            if _WATCHED_SEARCH(chunk) is None:  # whole events, none watched: nothing to split or keep
-                self.events += chunk.count(b"\n\n")
-                return
+        if self._parser.between_events and not self._keep_items and b"\r" not in chunk:
+            # The whole events before the first watched one are counted, not split (most of a turn's).
+            found = _WATCHED_SEARCH(chunk)
+            end = chunk.rfind(b"\n\n", 0, len(chunk) if found is None else found.start())
+            if end >= 0:
+                self.events += chunk.count(b"\n\n", 0, end + 2)
+                chunk = chunk[end + 2 :]
+                if not chunk:
+                    return
         for block in self._parser.blocks(chunk):
             self.events += 1
             watched = _WATCHED_SEARCH(block) is not None

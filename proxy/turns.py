@@ -32,7 +32,7 @@ from .errors import (
 )
 from .relay import coalesced
 from .sse import SseWatcher
-from .upstream import UpstreamFailure, client, client_headers, failure_from_response, upstream_headers
+from .upstream import UpstreamFailure, client_headers, failure_from_response, send_turn, upstream_headers
 from .upstream import close as close_upstream  # `close` alone would read as closing the turn
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -161,16 +161,11 @@ async def fresh_account(account: UpstreamAccount) -> UpstreamAccount:
 async def _send(
     account: UpstreamAccount, method: str, path: str, headers, content: bytes, content_type: str | None
 ) -> httpx.Response:
-    request = client().build_request(
-        method,
-        account.upstream_base_url + path,
-        headers={**upstream_headers(headers, account, content_type=content_type), "content-length": str(len(content))},
-        content=_sent_once(content),
-    )
+    headers = {**upstream_headers(headers, account, content_type=content_type), "content-length": str(len(content))}
     try:
         # Response headers count toward the first-byte wait: a backend that hangs before them is skipped too.
         async with asyncio.timeout(settings.POOLER_FIRST_BYTE_TIMEOUT):
-            return await client().send(request, stream=True)
+            return await send_turn(method, account.upstream_base_url + path, headers, _sent_once(content))
     except (httpx.TimeoutException, TimeoutError):
         raise UpstreamFailure("timeout", message="upstream timed out before answering") from None
     except httpx.HTTPError as exc:

@@ -155,7 +155,8 @@ async def test_the_upstream_client_keeps_no_cookie_between_accounts():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CookieHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    earlier, upstream._client = upstream._client, None  # one made on this test's loop (an earlier test's is closed)
+    # One made on this test's loop (an earlier test's is closed).
+    earlier, upstream._client, upstream._pools = (upstream._client, upstream._pools), None, None
     client = upstream.client()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -165,5 +166,5 @@ async def test_the_upstream_client_keeps_no_cookie_between_accounts():
         assert second.text == "-" and len(client.cookies) == 0
     finally:
         await client.aclose()
-        upstream._client = earlier
+        upstream._client, upstream._pools = earlier
         server.shutdown()

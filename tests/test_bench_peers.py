@@ -56,9 +56,13 @@ def test_the_section_says_how_a_run_stands_against_the_targets():
         ("pooler", 1): (105, 6.8),
         ("pooler", 10): (160, 45.0),
         ("pooler", 50): (160, 250.0),
+        ("floor", 1): (300, 3.0),
+        ("floor", 50): (180, 180.0),
     }
     assert peers.goals(results) == [
         "- pooler ÷ LiteLLM at 1 and 10 clients: 3.50× and 4.57× (target 3×: met)",
         "- pooler at 50 clients: 94% of the direct connection's turns a second (target 90%: met)",
         "- pooler, first byte p50 added at 1 client: +6.0 ms (target +2 ms: not met)",
+        "- stack floor (the same Daphne, Django handler, upstream client and relay, none of the pooler's work): "
+        "first byte p50 added at 1 client +2.2 ms, at 50 clients 106% of direct",
     ]
