@@ -30,7 +30,7 @@ from .auth import authenticate, bearer_token, check_address
 from .body import require_model
 from .dbthread import DATABASE_DOWN, note_outage
 from .errors import AccountsBusy, DatabaseUnavailable, PoolerError
-from .sse import WATCHED_IN_FRAMES, observe_event
+from .sse import observe_event, watched_in_frame
 from .turns import begin, claim, final_error, fresh_account, new_request_id, recheck, refresh_failure, replan
 from .upstream import UpstreamFailure, client_headers, failure_from_response, upstream_headers
 
@@ -485,7 +485,7 @@ class ResponsesConsumer(AsyncWebsocketConsumer):
         """An upstream frame as the client gets it, once the turn's accounting has seen it: as it came, but for
         `codex.rate_limits`, which says the pool's quota instead of the account's (the account's own figures
         are kept for its snapshot, see _end_turn)."""
-        if not any(marker in text for marker in WATCHED_IN_FRAMES):
+        if watched_in_frame(text) is None:
             return text  # a delta or other event the turn's accounting does not read: passed on unparsed
         try:
             event = json.loads(text)

@@ -3,11 +3,13 @@ state and errors taken, whether the watched events come whole, split, with CRLF 
 
 import random
 
-from proxy.sse import SseWatcher, encode_event
+from proxy.sse import SseWatcher, encode_event, first_watched, watched_in_frame
 
 
 def turn(deltas: int = 20, crlf: bool = False) -> bytes:
-    events = [encode_event({"type": "response.created", "response": {"id": "r"}}, "response.created")]
+    # Every response object says "error": null: not an error, and not a reason to parse the event.
+    created = {"type": "response.created", "response": {"id": "r", "error": None}}
+    events = [encode_event(created, "response.created")]
     events += [encode_event({"type": "response.output_text.delta", "delta": f"d{i}"}) for i in range(deltas)]
     events.append(encode_event({"type": "codex.rate_limits", "rate_limits": {"primary": {"used_percent": 5}}}))
     events += [encode_event({"type": "response.output_text.delta", "delta": "x"}) for _ in range(3)]
@@ -46,3 +48,13 @@ def test_an_error_event_after_unwatched_ones_is_seen():
     stream = encode_event({"type": "response.output_text.delta", "delta": "a"}) * 5
     stream += encode_event({"type": "error", "error": {"code": "server_error", "message": "m"}})
     assert seen([stream]) == (6, None, None, False, "server_error")
+
+
+def test_what_the_watcher_parses():
+    parsed = [b'{"type":"error","code":"x"}', b'{"error": {"code": "x"}}', b'{"error" : "boom"}', b"response.failed"]
+    passed = [b'{"response":{"error":null}}', b'{"error": null}', b"response.output_text.delta", b""]
+    for data in parsed:
+        assert first_watched(data) >= 0 and watched_in_frame(data.decode()), data
+    for data in passed:
+        assert first_watched(data) == -1 and not watched_in_frame(data.decode()), data
+    assert first_watched(b'{"error":null} {"error":{"code":1}}') == 16
