@@ -111,9 +111,9 @@ _loading = threading.Lock()
 def table() -> PriceTable:
     """The price table of this process, read again once it is older than POOLER_PRICES_CACHE_SECONDS."""
     global _cached
-    current, loaded_at = _cached
-    if current is not None and time.monotonic() - loaded_at < settings.POOLER_PRICES_CACHE_SECONDS:
-        return current
+    current = _cached[0]
+    if (fresh := fresh_table()) is not None:
+        return fresh
     # One thread reads it again; the others go on with the table it replaces, a moment older.
     if not _loading.acquire(blocking=current is None):
         return current
@@ -124,6 +124,14 @@ def table() -> PriceTable:
         return _cached[0]
     finally:
         _loading.release()
+
+
+def fresh_table() -> PriceTable | None:
+    """The price table when this process holds one young enough, else None (never reads the database)."""
+    current, loaded_at = _cached
+    if current is not None and time.monotonic() - loaded_at < settings.POOLER_PRICES_CACHE_SECONDS:
+        return current
+    return None
 
 
 def forget() -> None:

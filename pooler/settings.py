@@ -186,6 +186,9 @@ POOLER_DATABASE_RETRY_AFTER = env.int("POOLER_DATABASE_RETRY_AFTER", default=2)
 # Turns served while the database was unreachable wait in memory for their accounting rows, this many at most
 # per process (past it a turn's row is dropped, counted in pooler_accounting_dropped_total and logged once).
 POOLER_ACCOUNTING_BUFFER = env.int("POOLER_ACCOUNTING_BUFFER", default=10000)
+# A plain turn's statements (its key, accounts and row) run on the event loop over psycopg's async connections
+# rather than on the database threads (PostgreSQL only; proxy/loop_db.py).
+POOLER_LOOP_DATABASE = env.bool("POOLER_LOOP_DATABASE", default=True)
 # Refresh an access token when it expires within this many seconds.
 POOLER_REFRESH_MARGIN_SECONDS = env.int("POOLER_REFRESH_MARGIN_SECONDS", default=300)
 # How long a process reuses a pool's account ordering (chosen accounts are always re-read fresh).

@@ -6,6 +6,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -15,7 +16,7 @@ from django.utils import timezone
 from accounts import pricing, quota
 from accounts.models import AccountStatus, PoolApiKey, UpstreamAccount
 
-from . import limits, metrics, request_log, routing
+from . import limits, loop_db, metrics, request_log, routing
 from .dbthread import DATABASE_DOWN, on_db_thread
 from .sse import usage_counts
 from .upstream import UpstreamFailure
@@ -64,6 +65,8 @@ class Turn:
     finished: bool = False
     ended: float = 0.0  # monotonic, and as a time, when the turn was finished
     ended_at: datetime | None = None
+    counts: dict = field(default_factory=dict)  # the tokens and cost of its row, once written
+    cost: Decimal | None = None
 
     def note_migration(self, account: UpstreamAccount, failures: list) -> None:
         """Record a move when the turn is served by an account other than the session's owner."""
@@ -169,8 +172,6 @@ def _compacted(turn: Turn) -> bool | None:
 def _write(turn: Turn) -> None:
     """The turn's rows, one statement each (no transaction: they stand alone; the slot is freed first)."""
     now = turn.ended_at  # a row written late (after an outage) still says when its turn ended
-    duration_ms = int((turn.ended - turn.started) * 1000)
-    ttft_ms = int((turn.first_byte_at - turn.started) * 1000) if turn.first_byte_at else None
     key, plan, account = turn.key, turn.plan, turn.account
     limits.release(turn.slot_id)
     if account is not None and turn.first_byte_at:
@@ -185,16 +186,46 @@ def _write(turn: Turn) -> None:
             routing.remember_session(
                 plan, key.pool, account, turn.migration_reason, now, _foreign_items(turn), _compacted(turn)
             )
-    if key is not None and (key.last_used_at is None or now - key.last_used_at >= _KEY_LAST_USED_RESOLUTION):
+    if key is not None and not _key_row_current(key, now):
         PoolApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
-    counts = usage_counts(turn.usage)
-    # At the price in force when the turn ran (a turn written late, after an outage, included).
-    cost = pricing.table().cost(
-        turn.model, now, counts["input_tokens"], counts["cached_tokens"], counts["output_tokens"]
-    )
     # Last: the row is what tells a reader (a test, an operator) that everything of the turn is written.
-    request_log.insert(
+    request_log.insert(**_row(turn, pricing.table()))
+    _tell(turn)
+
+
+def _key_row_current(key: PoolApiKey, now) -> bool:
+    return key.last_used_at is not None and now - key.last_used_at < _KEY_LAST_USED_RESOLUTION
+
+
+def _only_the_row(turn: Turn) -> bool:
+    """Whether the turn has nothing to write but its row (see _write): it holds no slot, and its key's and
+    account's rows and its session's pin already say what it would write."""
+    now, key, account, plan = turn.ended_at, turn.key, turn.account, turn.plan
+    if turn.slot_id or key is None or not _key_row_current(key, now):
+        return False
+    if account is None or not turn.first_byte_at:
+        return True
+    if not _account_row_current(account, turn, now):
+        return False
+    if plan is None or turn.outcome not in ("ok", "client_closed"):
+        return True
+    return routing.pin_is_current(plan, key.pool, account, now, _foreign_items(turn), _compacted(turn))
+
+
+async def _write_row_on_loop(turn: Turn, row: dict) -> None:
+    """The row of a turn that has nothing else to write (_only_the_row), from the event loop (loop_db.py)."""
+    await request_log.insert_on_loop(**row)
+    _tell(turn)
+
+
+def _row(turn: Turn, prices: pricing.PriceTable) -> dict:
+    """The turn's RequestLog row; its tokens and cost stay on the turn for _tell."""
+    now, key, plan, account = turn.ended_at, turn.key, turn.plan, turn.account
+    turn.counts = counts = usage_counts(turn.usage)
+    # At the price in force when the turn ran (a turn written late, after an outage, included).
+    turn.cost = prices.cost(turn.model, now, counts["input_tokens"], counts["cached_tokens"], counts["output_tokens"])
+    return dict(
         created_at=now,
         request_id=turn.request_id,
         pool=key.pool if key else None,
@@ -216,13 +247,26 @@ def _write(turn: Turn) -> None:
         compaction=turn.compaction,
         context_lost=turn.context_lost,
         queued_ms=turn.queued_ms,
-        ttft_ms=ttft_ms,
-        duration_ms=duration_ms,
+        ttft_ms=_ttft_ms(turn),
+        duration_ms=_duration_ms(turn),
         client_ip=turn.client_ip,
-        cost_usd=cost,
+        cost_usd=turn.cost,
         **counts,
     )
-    metrics.observe_usage(key.pool.name if key else "", turn.model[:100], counts, cost)
+
+
+def _ttft_ms(turn: Turn) -> int | None:
+    return int((turn.first_byte_at - turn.started) * 1000) if turn.first_byte_at else None
+
+
+def _duration_ms(turn: Turn) -> int:
+    return int((turn.ended - turn.started) * 1000)
+
+
+def _tell(turn: Turn) -> None:
+    """The written turn in the metrics and the log."""
+    key, account = turn.key, turn.account
+    metrics.observe_usage(key.pool.name if key else "", turn.model[:100], turn.counts, turn.cost)
     log.info(
         "turn",
         extra={
@@ -234,8 +278,8 @@ def _write(turn: Turn) -> None:
             "status": turn.status_code,
             "outcome": turn.outcome,
             "queued_ms": turn.queued_ms,
-            "ttft_ms": ttft_ms,
-            "duration_ms": duration_ms,
+            "ttft_ms": _ttft_ms(turn),
+            "duration_ms": _duration_ms(turn),
         },
     )
 
@@ -257,7 +301,11 @@ async def finish(turn: Turn) -> None:
     metrics.observe_turn(turn)
     metrics.DURATION.observe(turn.ended - turn.started)
     try:
-        await asyncio.shield(_write_async(turn))
+        # The price table too must be at hand: reading it again is the ORM's (on a database thread).
+        if loop_db.available() and _only_the_row(turn) and (prices := pricing.fresh_table()) is not None:
+            await asyncio.shield(_write_row_on_loop(turn, _row(turn, prices)))
+        else:
+            await asyncio.shield(_write_async(turn))
     except DATABASE_DOWN:
         # Only served turns wait: the refusals of the outage itself would fill the backlog, and say nothing.
         if turn.outcome != "database_unavailable":

@@ -2,6 +2,7 @@
 
 from django.utils import timezone
 
+from accounts import secrets
 from accounts.models import PoolApiKey
 
 from . import turn_reads
@@ -26,7 +27,18 @@ def require_bearer(headers) -> str:
 
 def lookup_key(raw: str) -> PoolApiKey:
     """The live Pool API key for a raw bearer token, or Unauthorized (also for MCP tokens). Reads the database."""
-    key = PoolApiKey.find(raw, by_prefix=turn_reads.key_by_prefix)
+    return _live(PoolApiKey.find(raw, by_prefix=turn_reads.key_by_prefix))
+
+
+async def lookup_key_on_loop(raw: str) -> PoolApiKey:
+    """lookup_key with its read on the event loop (loop_db.py)."""
+    row = None
+    if raw.startswith(PoolApiKey.SECRET_KIND + "_"):
+        row = await turn_reads.key_by_prefix_on_loop(secrets.prefix_of(raw))
+    return _live(PoolApiKey.find(raw, by_prefix=lambda _prefix: row))
+
+
+def _live(key: PoolApiKey | None) -> PoolApiKey:
     if key is None:
         raise Unauthorized("Incorrect, revoked or expired Pool API key provided.")
     check_usable(key)

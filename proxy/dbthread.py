@@ -1,6 +1,7 @@
 """Running ORM work from async code, through database outages.
 
-Every database step runs on the event loop's shared worker threads (not on a new thread per request),
+Every database step runs on the event loop's shared worker threads (not on a new thread per request; a plain
+turn's own few statements run on the loop itself, loop_db.py),
 and each of those threads keeps its own connection: no connection setup on the hot path, and a process
 holds only a few connections however many streams it relays. channels' database_sync_to_async drops a
 connection that went bad or too old around every call.
@@ -41,12 +42,17 @@ def reconnecting(step):
             except DATABASE_DOWN as error:
                 note_outage(error)
                 raise
-        if _outage["now"]:
-            _outage["now"] = False
-            log.warning("database reachable again")
+        note_reachable()
         return result
 
     return run
+
+
+def note_reachable() -> None:
+    """Say that the database answers again, once, after an outage was said."""
+    if _outage["now"]:
+        _outage["now"] = False
+        log.warning("database reachable again")
 
 
 def note_outage(error: Exception) -> None:

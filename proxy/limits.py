@@ -60,6 +60,11 @@ def needs_admission(key: PoolApiKey) -> bool:
     return any((key.limit("rpm"), key.limit("tokens_per_day"), key.limit("max_concurrent"), key.pool.rpm_limit))
 
 
+def admits_freely(key: PoolApiKey) -> bool:
+    """Whether admit() has nothing to read or write for `key`: no limits, no budgets."""
+    return not needs_admission(key) and not budgets.key_budgets(key)
+
+
 def admit(key: PoolApiKey, request_id: str, now: datetime | None = None, *, counted: bool = True) -> int | None:
     """Admit one turn of `key` or raise RateLimited naming the limit; returns its concurrency slot id, if any.
 

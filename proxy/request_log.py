@@ -3,7 +3,8 @@
 `RequestLog.objects.create` builds a model instance and compiles its INSERT anew for every turn, which on a
 small machine costs more than the database takes to store the row. The statement is compiled here once per
 database; each value goes through its field's own conversion (`get_db_prep_save`), as the ORM's would, so the
-row is the same one (nothing listens to RequestLog's save signals).
+row is the same one (nothing listens to RequestLog's save signals). A plain turn writes it from the event loop
+(loop_db.py), any other from a database thread.
 """
 
 from functools import cache
@@ -11,6 +12,8 @@ from functools import cache
 from django.db import connection
 
 from accounts.models import RequestLog
+
+from . import loop_db
 
 _FIELDS = [field for field in RequestLog._meta.concrete_fields if not field.primary_key]
 _NAMES = {field.name for field in _FIELDS}
@@ -35,8 +38,16 @@ def _value(field, values: dict):
 
 def insert(**values) -> None:
     """Write one row: `values` by field name (a foreign key as its model instance), defaults for the rest."""
+    with connection.cursor() as cursor:
+        cursor.execute(*_statement(values))
+
+
+async def insert_on_loop(**values) -> None:
+    """insert on the event loop (loop_db.py)."""
+    await loop_db.fetch(*_statement(values), rows=False)
+
+
+def _statement(values: dict) -> tuple[str, list]:
     if unknown := values.keys() - _NAMES:
         raise TypeError(f"RequestLog has no field {', '.join(sorted(unknown))}")
-    row = [field.get_db_prep_save(_value(field, values), connection) for field in _FIELDS]
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(connection.vendor), row)
+    return _sql(connection.vendor), [field.get_db_prep_save(_value(field, values), connection) for field in _FIELDS]

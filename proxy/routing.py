@@ -195,10 +195,16 @@ def _candidates(
     proposed = _proposals(snapshot, model, now, settings.POOLER_MAX_ATTEMPTS + 2)
     fresh, pin = turn_reads.accounts_and_pin(proposed, pool.id, session_hash, now)
     _with_open_turns(list(fresh.values()), now)
-    ordered = [
-        fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now) and _has_capacity(fresh[i])
-    ]
-    return ordered, fresh, pin, snapshot
+    return _ordered(proposed, fresh, model, now), fresh, pin, snapshot
+
+
+def _ordered(proposed: list[int], fresh: dict[int, UpstreamAccount], model: str | None, now: datetime):
+    return [fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now) and _has_capacity(fresh[i])]
+
+
+def _servable(ordered: list[UpstreamAccount], owner: UpstreamAccount | None, model: str | None, now) -> bool:
+    """Whether a turn has an account to go to: a candidate, or the session's owner."""
+    return bool(ordered) or (owner is not None and owner.is_eligible(model, now) and _has_capacity(owner))
 
 
 def plan_turn(
@@ -218,13 +224,38 @@ def plan_turn(
     now = now or timezone.now()
     session_hash = hash_session(session) if session else None
     ordered, fresh, pin, snapshot = _candidates(pool, model, session_hash, now)
-    owner = fresh.get(pin.account_id) if pin else None
-    owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
-    if not ordered and not owner_ok:
+    if not _servable(ordered, fresh.get(pin.account_id) if pin else None, model, now):
         # The snapshot may be stale (accounts added or back from a reset): look once more before refusing.
         ordered, fresh, pin, snapshot = _candidates(pool, model, session_hash, now, reload=True)
-        owner = fresh.get(pin.account_id) if pin else None
-        owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
+    return _decide(pool, model, session, now, session_hash, ordered, fresh, pin, snapshot, compacted, compaction)
+
+
+async def plan_on_loop(
+    pool: Pool, model: str | None, session: str | None, now: datetime, *, compacted: bool, compaction: bool
+) -> Plan | None:
+    """plan_turn with its read on the event loop (loop_db.py), or None when the turn needs the database threads
+    for it: a stale snapshot (read again there), accounts that cap their concurrent turns (counted there), a
+    session whose owner cannot serve it (a hold reads the owner's reset there), or no account to go to
+    (plan_turn reads the snapshot again before it refuses)."""
+    snapshot = cached_snapshot(pool)
+    if snapshot is None or not snapshot.fresh_enough() or snapshot.strategy != pool.strategy:
+        return None
+    session_hash = hash_session(session) if session else None
+    proposed = _proposals(snapshot, model, now, settings.POOLER_MAX_ATTEMPTS + 2)
+    fresh, pin = await turn_reads.accounts_and_pin_on_loop(proposed, pool.id, session_hash, now)
+    if any(account.max_concurrent for account in fresh.values()):
+        return None
+    ordered = _ordered(proposed, fresh, model, now)
+    owner = fresh.get(pin.account_id) if pin else None
+    if not _servable(ordered, owner, model, now) or (owner is not None and not _servable([], owner, model, now)):
+        return None
+    return _decide(pool, model, session, now, session_hash, ordered, fresh, pin, snapshot, compacted, compaction)
+
+
+def _decide(pool, model, session, now, session_hash, ordered, fresh, pin, snapshot, compacted, compaction) -> Plan:
+    """The plan from the candidates read (see plan_turn)."""
+    owner = fresh.get(pin.account_id) if pin else None
+    owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if owner is not None:
         plan.owner, plan.pinned_until, plan.foreign_items = owner, pin.expires_at, pin.foreign_items
@@ -334,12 +365,12 @@ def remember_session(
     left (None: unchanged). A moving turn's whole history came before the move; after a compaction, none.
     `compacted`: whether the history now holds a compaction of the account (None: unchanged).
     """
-    if not plan.session_hash:
-        return
     now = now or timezone.now()
+    if pin_is_current(plan, pool, account, now, foreign_items, compacted):
+        return
     ttl = timedelta(seconds=pool.sticky_ttl_seconds)
 
-    def pinned():  # built only when written: most turns of a pinned session write nothing
+    def pinned():
         return SessionAffinity.objects.filter(pool=pool, session_key_hash=plan.session_hash)
 
     if plan.owner is not None and plan.owner.id == account.id:
@@ -348,11 +379,7 @@ def remember_session(
             changes["foreign_items"] = foreign_items
         if compacted is not None and compacted != plan.compacted:
             changes["compacted"] = compacted
-        if changes:
-            pinned().filter(account=account).update(**changes, expires_at=now + ttl)
-        # Renewing the pin on every turn would cost a write each: once half its lifetime is gone is enough.
-        elif plan.pinned_until is None or plan.pinned_until - now < ttl / 2:
-            pinned().filter(account=account).update(expires_at=now + ttl)
+        pinned().filter(account=account).update(**changes, expires_at=now + ttl)
         return
     if plan.owner is None:
         # A new session, or one whose pin expired (not a move): one upsert.
@@ -381,6 +408,27 @@ def remember_session(
         compacted=bool(compacted),
         expires_at=now + ttl,
     )
+
+
+def pin_is_current(
+    plan: Plan,
+    pool: Pool,
+    account: UpstreamAccount,
+    now: datetime,
+    foreign_items: int | None = None,
+    compacted: bool | None = None,
+) -> bool:
+    """Whether remember_session has nothing to write: no session, or a pin on `account` that says it all and
+    has more than half its lifetime left (renewing it on every turn would cost a write each)."""
+    if not plan.session_hash:
+        return True
+    if plan.owner is None or plan.owner.id != account.id or plan.pinned_until is None:
+        return False
+    if foreign_items is not None and foreign_items != plan.foreign_items:
+        return False
+    if compacted is not None and compacted != plan.compacted:
+        return False
+    return plan.pinned_until - now >= timedelta(seconds=pool.sticky_ttl_seconds) / 2
 
 
 def current_account(account_id: int) -> UpstreamAccount | None:

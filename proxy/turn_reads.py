@@ -4,7 +4,8 @@ The ORM compiles each query anew when it runs, which on a small machine takes ab
 takes to answer, and these reads run on every turn before its first byte: the Pool API key with its pool, and
 the accounts a turn may go to with its session's pin (one statement). Their SQL is written once here; their
 rows become model instances the way the ORM makes them (its columns, its value converters, Model.from_db), so
-the rest of the code cannot tell. Everything else uses the ORM.
+the rest of the code cannot tell. Each runs on a database thread or, for a plain turn, on the event loop
+(loop_db.py). Everything else uses the ORM.
 """
 
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from django.db.models import Model
 
 from accounts.crypto import EncryptedTextField
 from accounts.models import Pool, PoolApiKey, SessionAffinity, UpstreamAccount
+
+from . import loop_db
 
 
 class _Columns:
@@ -80,7 +83,16 @@ def key_by_prefix(prefix: str) -> PoolApiKey | None:
     """The Pool API key with this prefix (unique), its pool loaded."""
     with connection.cursor() as cursor:
         cursor.execute(_key_sql(connection.vendor), [prefix])
-        row = cursor.fetchone()
+        return _key(cursor.fetchone())
+
+
+async def key_by_prefix_on_loop(prefix: str) -> PoolApiKey | None:
+    """key_by_prefix on the event loop (loop_db.py)."""
+    rows = await loop_db.fetch(_key_sql(connection.vendor), [prefix])
+    return _key(rows[0] if rows else None)
+
+
+def _key(row: Sequence | None) -> PoolApiKey | None:
     if row is None:
         return None
     key = _KEY.build(row)
@@ -102,6 +114,21 @@ def accounts_and_pin(
     """
     if not ids and not session_hash:
         return {}, None
+    with connection.cursor() as cursor:
+        cursor.execute(*_accounts_sql(ids, pool_id, session_hash, now))
+        return _accounts_and_pin(cursor.fetchall())
+
+
+async def accounts_and_pin_on_loop(
+    ids: Sequence[int], pool_id: int | None, session_hash: str | None, now: datetime | None
+) -> tuple[dict[int, UpstreamAccount], SessionAffinity | None]:
+    """accounts_and_pin on the event loop (loop_db.py)."""
+    if not ids and not session_hash:
+        return {}, None
+    return _accounts_and_pin(await loop_db.fetch(*_accounts_sql(ids, pool_id, session_hash, now)))
+
+
+def _accounts_sql(ids: Sequence[int], pool_id, session_hash, now) -> tuple[str, list]:
     # One list of ids, so that each is an index lookup (an OR of two lists made PostgreSQL scan the table).
     wanted = "SELECT account_id FROM pin" + (f" UNION ALL VALUES {', '.join(['(%s)'] * len(ids))}" if ids else "")
     sql = (
@@ -110,9 +137,10 @@ def accounts_and_pin(
         f" SELECT {_ACCOUNT.sql()}, {_PIN.sql()} FROM {_table(UpstreamAccount)} a"
         f" LEFT JOIN pin ON pin.account_id = a.id WHERE a.id IN ({wanted})"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pool_id, session_hash, connection.ops.adapt_datetimefield_value(now), *ids])
-        rows = cursor.fetchall()
+    return sql, [pool_id, session_hash, connection.ops.adapt_datetimefield_value(now), *ids]
+
+
+def _accounts_and_pin(rows) -> tuple[dict[int, UpstreamAccount], SessionAffinity | None]:
     accounts, pin = {}, None
     for row in rows:
         account = _ACCOUNT.build(row)

@@ -15,9 +15,9 @@ from django.utils import timezone
 from accounts.models import PoolApiKey, UpstreamAccount
 from accounts.tokens import RefreshFailed, refresh_account_async
 
-from . import db, fair_share, key_policy, limits, metrics, migration, pool_quota, routing
+from . import db, fair_share, key_policy, limits, loop_db, metrics, migration, pool_quota, routing
 from .accounting import Turn, finish, observe_quota
-from .auth import check_address, lookup_key
+from .auth import check_address, lookup_key, lookup_key_on_loop
 from .dbthread import DATABASE_DOWN, note_outage, run_to_end
 from .errors import (
     AccountsBusy,
@@ -67,10 +67,34 @@ def _prepare(
     _apply_policy(turn, body, earlier_input)
     # The slot is on the turn before planning can fail, so finish() frees it whatever happens next.
     turn.slot_id = limits.admit(key, turn.request_id, counted=not turn.is_prewarm)
+    return _plan_or_wait(turn, session)
+
+
+def _plan_or_wait(turn: Turn, session: str | None) -> routing.Plan:
     try:
         turn.plan = _plan(turn, session)
     except AccountsBusy:
         turn.plan = routing.Plan(accounts=[])  # the turn waits for a slot (fair_share.py), then is planned anew
+    return turn.plan
+
+
+async def _prepare_on_loop(
+    turn: Turn, token: str, session: str | None, body: dict | None, earlier_input: list | None
+) -> routing.Plan | None:
+    """_prepare with a plain turn's reads on the event loop (loop_db.py), for a key that admit() has nothing to
+    do for; None for any other key (_prepare reads it again on a database thread). A plan the loop cannot make
+    (routing.plan_on_loop) is made on a database thread."""
+    key = await lookup_key_on_loop(token)
+    if not limits.admits_freely(key):
+        return None
+    turn.key = key
+    check_address(key, turn.client_ip)
+    _apply_policy(turn, body, earlier_input)
+    now = timezone.now()
+    plan = await routing.plan_on_loop(
+        key.pool, turn.model, session, now, compacted=turn.compacted, compaction=turn.compaction
+    )
+    turn.plan = plan if plan is not None else await run_to_end(_plan_or_wait, turn, session)
     return turn.plan
 
 
@@ -104,6 +128,8 @@ async def begin(
     only raised (on a websocket, the connection's key is the turn's, and the consumer accounts it).
     """
     try:
+        if loop_db.available() and (plan := await _prepare_on_loop(turn, token, session, body, earlier_input)):
+            return plan
         return await run_to_end(_prepare, turn, token, session, body, earlier_input)
     except Unauthorized:
         raise
