@@ -128,8 +128,10 @@ async def begin(
     only raised (on a websocket, the connection's key is the turn's, and the consumer accounts it).
     """
     try:
-        if loop_db.available() and (plan := await _prepare_on_loop(turn, token, session, body, earlier_input)):
-            return plan
+        if loop_db.available():
+            plan = await _prepare_on_loop(turn, token, session, body, earlier_input)
+            if plan is not None:
+                return plan
         return await run_to_end(_prepare, turn, token, session, body, earlier_input)
     except Unauthorized:
         raise

@@ -3,6 +3,9 @@ do, run once more on a new connection when theirs died with the server, and rais
 (answered 503) when the server cannot be reached."""
 
 import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -10,9 +13,12 @@ from django.db import OperationalError, connection
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from accounts import pricing
 from accounts.models import RequestLog, SessionAffinity
 from accounts.secrets import prefix_of
-from proxy import loop_db, request_log, turn_reads
+from proxy import loop_db, request_log, routing, turn_reads
+from proxy.accounting import Turn, finish
+from proxy.turns import begin
 from tests.factories import make_account, make_key, make_pool
 
 # The loop's own connections see committed rows only.
@@ -107,3 +113,33 @@ def test_a_connection_that_died_is_replaced_and_an_unreachable_server_is_an_oper
     monkeypatch.setitem(connection.settings_dict, "PORT", "1")  # nothing listens there
     with pytest.raises(OperationalError):
         asyncio.run(backend_pid())
+
+
+class _NoThreads(ThreadPoolExecutor):
+    def submit(self, fn, /, *args, **kwargs):
+        raise AssertionError("a plain turn asked for a database thread")
+
+
+def test_a_plain_turn_goes_to_no_database_thread():
+    """Its key, its plan and its row, on the loop alone (the loop's default executor, where database threads
+    come from, refuses every call)."""
+    pool = make_pool()
+    now = timezone.now()
+    key, raw = make_key(pool, last_used_at=now)
+    for _ in range(2):
+        make_account(pool, last_used_at=now)
+    routing.pool_snapshot(pool)  # the process's routing snapshot and prices are fresh, as on a busy process
+    pricing.table()
+
+    async def one_turn():
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        turn = Turn(request_id=uuid.uuid4().hex, route="codex.responses", model="gpt-5.2")
+        plan = await begin(turn, None, raw, {"model": "gpt-5.2", "input": []})
+        turn.account, turn.first_byte_at = plan.accounts[0], time.monotonic()
+        turn.status_code, turn.outcome = 200, "ok"
+        await finish(turn)
+        return turn
+
+    turn = asyncio.run(one_turn())
+    row = RequestLog.objects.get(request_id=turn.request_id)
+    assert (row.api_key_id, row.account_id, row.status_code) == (key.id, turn.account.id, 200)
