@@ -9,7 +9,8 @@ needs anything more (a key with limits or budgets, accounts with caps, a stale r
 account row to write) takes the database threads as before.
 
 Connections are opened on demand with Django's own parameters and adapters and set to its time zone, so a row
-read here is the row the ORM reads; a few are kept per event loop. No pool library: psycopg_pool reconnects in
+read here is the row the ORM reads; a few are kept per event loop, and they prepare their statements (behind
+PgBouncer older than 1.21 in transaction mode, turn this off with POOLER_LOOP_DATABASE=false). No pool library: psycopg_pool reconnects in
 the background on a backoff schedule, where a turn must hear 503 at once while the server is down and be served
 as soon as it is back. As on the threads, a statement whose kept connection died with the server runs once more
 on a new one, and an unreachable server raises Django's OperationalError (dbthread.DATABASE_DOWN).
@@ -51,8 +52,12 @@ def _connections() -> _Connections:
 
 async def _connect() -> psycopg.AsyncConnection:
     params = connection.get_connection_params()
-    params.pop("cursor_factory", None)  # Django's own cursor classes are sync; client-side binding as Django's
-    new = await psycopg.AsyncConnection.connect(**params, autocommit=True, cursor_factory=psycopg.AsyncClientCursor)
+    params.pop("cursor_factory", None)  # Django's own cursor classes are sync
+    # The same few statements on every turn: prepared once per connection (psycopg's default, after five runs),
+    # which Django turns off unless its OPTIONS set a threshold.
+    if "prepare_threshold" not in connection.settings_dict["OPTIONS"]:
+        params.pop("prepare_threshold", None)
+    new = await psycopg.AsyncConnection.connect(**params, autocommit=True)
     if new.info.parameter_status("TimeZone") != connection.timezone_name:
         await new.execute(connection.ops.set_time_zone_sql(), [connection.timezone_name])
     return new
