@@ -1,19 +1,21 @@
 """A plain turn's statements on the event loop, over psycopg's async connections (PostgreSQL only).
 
 A plain turn reads its key, then the accounts it may go to with its session's pin, and writes its row: three
-statements. On the database threads (dbthread.py) each step is a hop to a worker thread and back, and while a
-worker runs Python, every system call of the loop's thread hands the GIL over and waits to get it back: about
-ten context switches and a sixth of the pooler's CPU a turn (docs/operations.md, "Capacity"). Here they run on
-the loop. Only these statements, written once as SQL (turn_reads.py, request_log.py), run here; a turn that
-needs anything more (a key with limits or budgets, accounts with caps, a stale routing snapshot, a pin or an
-account row to write) takes the database threads as before.
+statements (a later turn on a websocket: its key and its connection's account). On the database threads
+(dbthread.py) each step is a hop to a worker thread and back, and while a worker runs Python, every system call
+of the loop's thread hands the GIL over and waits to get it back: about ten context switches and a fifth of the
+pooler's CPU a turn (docs/operations.md, "Capacity"). Here they run on the loop. Only these statements, written
+once as SQL (turn_reads.py, request_log.py), run here; a turn that needs anything more (a key with limits or
+budgets, accounts with caps, a stale routing snapshot or price table, a pin or an account row to write) takes
+the database threads as before.
 
 Connections are opened on demand with Django's own parameters and adapters and set to its time zone, so a row
 read here is the row the ORM reads; a few are kept per event loop, and they prepare their statements (behind
-PgBouncer older than 1.21 in transaction mode, turn this off with POOLER_LOOP_DATABASE=false). No pool library: psycopg_pool reconnects in
-the background on a backoff schedule, where a turn must hear 503 at once while the server is down and be served
-as soon as it is back. As on the threads, a statement whose kept connection died with the server runs once more
-on a new one, and an unreachable server raises Django's OperationalError (dbthread.DATABASE_DOWN).
+PgBouncer older than 1.21 in transaction mode, turn this off with POOLER_LOOP_DATABASE=false). No pool library:
+psycopg_pool reconnects in the background on a backoff schedule, where a turn must hear 503 at once while the
+server is down and be served as soon as it is back. As on the threads, a statement whose kept connection died
+with the server runs once more on a new one, and an unreachable server raises Django's OperationalError
+(dbthread.DATABASE_DOWN).
 """
 
 import asyncio

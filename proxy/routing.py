@@ -127,8 +127,8 @@ def _load_snapshot(pool: Pool, now: datetime) -> _Snapshot:
 
 
 def _snapshot(pool: Pool, now: datetime, reload: bool = False) -> _Snapshot:
-    cached = cached_snapshot(pool)
-    if reload or cached is None or not cached.fresh_enough() or cached.strategy != pool.strategy:
+    cached = None if reload else fresh_snapshot(pool)
+    if cached is None:
         cached = _snapshots[(pool.id, pool.created_at)] = _load_snapshot(pool, now)
     return cached
 
@@ -141,6 +141,12 @@ def pool_snapshot(pool: Pool, now: datetime | None = None) -> _Snapshot:
 def cached_snapshot(pool: Pool) -> _Snapshot | None:
     """The pool's snapshot as this process holds it, however old (never reads the database)."""
     return _snapshots.get((pool.id, pool.created_at))
+
+
+def fresh_snapshot(pool: Pool) -> _Snapshot | None:
+    """The pool's snapshot when this process holds one that pool_snapshot() would not read again."""
+    cached = cached_snapshot(pool)
+    return cached if cached is not None and cached.fresh_enough() and cached.strategy == pool.strategy else None
 
 
 def _walk(snapshot: _Snapshot) -> list[UpstreamAccount]:
@@ -237,8 +243,8 @@ async def plan_on_loop(
     for it: a stale snapshot (read again there), accounts that cap their concurrent turns (counted there), a
     session whose owner cannot serve it (a hold reads the owner's reset there), or no account to go to
     (plan_turn reads the snapshot again before it refuses)."""
-    snapshot = cached_snapshot(pool)
-    if snapshot is None or not snapshot.fresh_enough() or snapshot.strategy != pool.strategy:
+    snapshot = fresh_snapshot(pool)
+    if snapshot is None:
         return None
     session_hash = hash_session(session) if session else None
     proposed = _proposals(snapshot, model, now, settings.POOLER_MAX_ATTEMPTS + 2)

@@ -119,6 +119,11 @@ def accounts_and_pin(
         return _accounts_and_pin(cursor.fetchall())
 
 
+async def accounts_on_loop(ids: Sequence[int]) -> dict[int, UpstreamAccount]:
+    """accounts on the event loop (loop_db.py)."""
+    return (await accounts_and_pin_on_loop(ids, None, None, None))[0]
+
+
 async def accounts_and_pin_on_loop(
     ids: Sequence[int], pool_id: int | None, session_hash: str | None, now: datetime | None
 ) -> tuple[dict[int, UpstreamAccount], SessionAffinity | None]:

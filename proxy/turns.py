@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.models import PoolApiKey, UpstreamAccount
 from accounts.tokens import RefreshFailed, refresh_account_async
 
-from . import db, fair_share, key_policy, limits, loop_db, metrics, migration, pool_quota, routing
+from . import db, fair_share, key_policy, limits, loop_db, metrics, migration, pool_quota, routing, turn_reads
 from .accounting import Turn, finish, observe_quota
 from .auth import check_address, lookup_key, lookup_key_on_loop
 from .dbthread import DATABASE_DOWN, note_outage, run_to_end
@@ -146,7 +146,30 @@ async def recheck(
     turn: Turn, token: str, account_id: int, body: dict, earlier_input: list | None
 ) -> UpstreamAccount | None:
     """See _recheck (a refusal of the key, its policy or limits is raised, for the caller to account)."""
+    if loop_db.available():
+        current = await _recheck_on_loop(turn, token, account_id, body, earlier_input)
+        if current is not _ON_A_THREAD:
+            return current
     return await run_to_end(_recheck, turn, token, account_id, body, earlier_input)
+
+
+_ON_A_THREAD = object()  # what _recheck_on_loop says of a key it leaves to _recheck
+
+
+async def _recheck_on_loop(turn: Turn, token: str, account_id: int, body: dict, earlier_input: list | None):
+    """_recheck with its reads on the event loop (loop_db.py), for a key that admit() has nothing to do for;
+    _ON_A_THREAD for any other key (_recheck reads it again on a database thread)."""
+    key = await lookup_key_on_loop(token)
+    if not limits.admits_freely(key):
+        return _ON_A_THREAD
+    turn.key = key
+    _apply_policy(turn, body, earlier_input)
+    current = (await turn_reads.accounts_on_loop([account_id])).get(account_id)
+    if current is None or current.ineligibility(turn.model, timezone.now()):
+        return None
+    if routing.fresh_snapshot(key.pool) is None:  # read for the quota the turn shows, as _recheck does
+        await run_to_end(routing.pool_snapshot, key.pool)
+    return current
 
 
 async def replan(turn: Turn, session: str | None) -> list[UpstreamAccount]:

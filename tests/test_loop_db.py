@@ -18,7 +18,7 @@ from accounts.models import RequestLog, SessionAffinity
 from accounts.secrets import prefix_of
 from proxy import loop_db, request_log, routing, turn_reads
 from proxy.accounting import Turn, finish
-from proxy.turns import begin
+from proxy.turns import begin, recheck
 from tests.factories import make_account, make_key, make_pool
 
 # The loop's own connections see committed rows only.
@@ -121,8 +121,8 @@ class _NoThreads(ThreadPoolExecutor):
 
 
 def test_a_plain_turn_goes_to_no_database_thread():
-    """Its key, its plan and its row, on the loop alone (the loop's default executor, where database threads
-    come from, refuses every call)."""
+    """Its key, its plan and its row, and a later websocket turn's key and account, on the loop alone (the loop's
+    default executor, where database threads come from, refuses every call)."""
     pool = make_pool()
     now = timezone.now()
     key, raw = make_key(pool, last_used_at=now)
@@ -138,6 +138,9 @@ def test_a_plain_turn_goes_to_no_database_thread():
         turn.account, turn.first_byte_at = plan.accounts[0], time.monotonic()
         turn.status_code, turn.outcome = 200, "ok"
         await finish(turn)
+        # A later turn on the same websocket: the key and the connection's account read again.
+        later = Turn(request_id=uuid.uuid4().hex, route="codex.responses", transport="websocket", model="gpt-5.2")
+        assert await recheck(later, raw, turn.account.id, {"model": "gpt-5.2", "input": []}, None) == turn.account
         return turn
 
     turn = asyncio.run(one_turn())
