@@ -56,13 +56,17 @@ def _apply_policy(turn: Turn, body: dict | None, earlier_input: list | None) -> 
 
 
 def _prepare(
-    turn: Turn, token: str, session: str | None, body: dict | None = None, earlier_input: list | None = None
+    turn: Turn,
+    token: str,
+    session: str | None,
+    body: dict | None = None,
+    earlier_input: list | None = None,
+    key: PoolApiKey | None = None,
 ) -> routing.Plan:
     """Everything before the first byte that reads the database, in one trip to a db thread (every hop to a
-    thread waits for a core under load): the key when the turn has none yet, its policy applied to the `body`
-    (which replaces a forced model before routing), its limits and budgets, the accounts."""
-    turn.key = lookup_key(token)
-    key = turn.key
+    thread waits for a core under load): the key (unless read just now on the loop), its policy applied to the
+    `body` (which replaces a forced model before routing), its limits and budgets, the accounts."""
+    turn.key = key = key or lookup_key(token)
     check_address(key, turn.client_ip)
     _apply_policy(turn, body, earlier_input)
     # The slot is on the turn before planning can fail, so finish() frees it whatever happens next.
@@ -80,13 +84,13 @@ def _plan_or_wait(turn: Turn, session: str | None) -> routing.Plan:
 
 async def _prepare_on_loop(
     turn: Turn, token: str, session: str | None, body: dict | None, earlier_input: list | None
-) -> routing.Plan | None:
+) -> routing.Plan:
     """_prepare with a plain turn's reads on the event loop (loop_db.py), for a key that admit() has nothing to
-    do for; None for any other key (_prepare reads it again on a database thread). A plan the loop cannot make
+    do for; any other key goes on to _prepare on a database thread, as read here. A plan the loop cannot make
     (routing.plan_on_loop) is made on a database thread."""
     key = await lookup_key_on_loop(token)
     if not limits.admits_freely(key):
-        return None
+        return await run_to_end(_prepare, turn, token, session, body, earlier_input, key)
     turn.key = key
     check_address(key, turn.client_ip)
     _apply_policy(turn, body, earlier_input)
@@ -102,11 +106,13 @@ def _plan(turn: Turn, session: str | None) -> routing.Plan:
     return routing.plan_turn(turn.key.pool, turn.model, session, compacted=turn.compacted, compaction=turn.compaction)
 
 
-def _recheck(turn: Turn, token: str, account_id: int, body: dict, earlier_input: list | None) -> UpstreamAccount | None:
+def _recheck(
+    turn: Turn, token: str, account_id: int, body: dict, earlier_input: list | None, key: PoolApiKey | None = None
+) -> UpstreamAccount | None:
     """A later turn on an open websocket, in one database step: its key as it is now (see _prepare), the key's
     policy on its `body`, the connection's account as it is now, and the key's admission when the account can
     still serve the turn (None when it cannot: planned anew)."""
-    turn.key = lookup_key(token)
+    turn.key = key or lookup_key(token)
     _apply_policy(turn, body, earlier_input)
     current = routing.current_account(account_id)
     if current is None or current.ineligibility(turn.model, timezone.now()):
@@ -129,9 +135,7 @@ async def begin(
     """
     try:
         if loop_db.available():
-            plan = await _prepare_on_loop(turn, token, session, body, earlier_input)
-            if plan is not None:
-                return plan
+            return await _prepare_on_loop(turn, token, session, body, earlier_input)
         return await run_to_end(_prepare, turn, token, session, body, earlier_input)
     except Unauthorized:
         raise
@@ -147,21 +151,16 @@ async def recheck(
 ) -> UpstreamAccount | None:
     """See _recheck (a refusal of the key, its policy or limits is raised, for the caller to account)."""
     if loop_db.available():
-        current = await _recheck_on_loop(turn, token, account_id, body, earlier_input)
-        if current is not _ON_A_THREAD:
-            return current
+        return await _recheck_on_loop(turn, token, account_id, body, earlier_input)
     return await run_to_end(_recheck, turn, token, account_id, body, earlier_input)
-
-
-_ON_A_THREAD = object()  # what _recheck_on_loop says of a key it leaves to _recheck
 
 
 async def _recheck_on_loop(turn: Turn, token: str, account_id: int, body: dict, earlier_input: list | None):
     """_recheck with its reads on the event loop (loop_db.py), for a key that admit() has nothing to do for;
-    _ON_A_THREAD for any other key (_recheck reads it again on a database thread)."""
+    any other key goes on to _recheck on a database thread, as read here."""
     key = await lookup_key_on_loop(token)
     if not limits.admits_freely(key):
-        return _ON_A_THREAD
+        return await run_to_end(_recheck, turn, token, account_id, body, earlier_input, key)
     turn.key = key
     _apply_policy(turn, body, earlier_input)
     current = (await turn_reads.accounts_on_loop([account_id])).get(account_id)
