@@ -205,12 +205,16 @@ def _candidates(
 
 
 def _ordered(proposed: list[int], fresh: dict[int, UpstreamAccount], model: str | None, now: datetime):
-    return [fresh[i] for i in proposed if i in fresh and fresh[i].is_eligible(model, now) and _has_capacity(fresh[i])]
+    return [fresh[i] for i in proposed if _can_serve(fresh.get(i), model, now)]
+
+
+def _can_serve(account: UpstreamAccount | None, model: str | None, now: datetime) -> bool:
+    return account is not None and account.is_eligible(model, now) and _has_capacity(account)
 
 
 def _servable(ordered: list[UpstreamAccount], owner: UpstreamAccount | None, model: str | None, now) -> bool:
     """Whether a turn has an account to go to: a candidate, or the session's owner."""
-    return bool(ordered) or (owner is not None and owner.is_eligible(model, now) and _has_capacity(owner))
+    return bool(ordered) or _can_serve(owner, model, now)
 
 
 def plan_turn(
@@ -253,7 +257,7 @@ async def plan_on_loop(
         return None
     ordered = _ordered(proposed, fresh, model, now)
     owner = fresh.get(pin.account_id) if pin else None
-    if not _servable(ordered, owner, model, now) or (owner is not None and not _servable([], owner, model, now)):
+    if not _servable(ordered, owner, model, now) or (owner is not None and not _can_serve(owner, model, now)):
         return None
     return _decide(pool, model, session, now, session_hash, ordered, fresh, pin, snapshot, compacted, compaction)
 
@@ -261,7 +265,7 @@ async def plan_on_loop(
 def _decide(pool, model, session, now, session_hash, ordered, fresh, pin, snapshot, compacted, compaction) -> Plan:
     """The plan from the candidates read (see plan_turn)."""
     owner = fresh.get(pin.account_id) if pin else None
-    owner_ok = owner is not None and owner.is_eligible(model, now) and _has_capacity(owner)
+    owner_ok = _can_serve(owner, model, now)
     plan = Plan(accounts=ordered, session_hash=session_hash)
     if owner is not None:
         plan.owner, plan.pinned_until, plan.foreign_items = owner, pin.expires_at, pin.foreign_items
